@@ -1,0 +1,25 @@
+"""Auction logs: the training data (one record per bid request, with each partner's outcome)."""
+
+from bidfilter.logs.schema import (
+    LOG_SCHEMA,
+    PARTNER_OUTCOME_TYPE,
+    AuctionLogWriter,
+    LogFormatError,
+    PartnerOutcome,
+    auction_batch,
+    iter_log_batches,
+    log_files,
+    read_jsonl,
+)
+
+__all__ = [
+    "LOG_SCHEMA",
+    "PARTNER_OUTCOME_TYPE",
+    "AuctionLogWriter",
+    "LogFormatError",
+    "PartnerOutcome",
+    "auction_batch",
+    "iter_log_batches",
+    "log_files",
+    "read_jsonl",
+]

@@ -1,0 +1,203 @@
+"""Strict, fast BidRequest decoding with errors that name the offending field.
+
+Decoding is one msgspec pass into the typed subset of :mod:`bidfilter.openrtb.model`; the checks
+that types cannot express (non-empty ids and imps, a media object per imp, no negative sizes or
+floors, site xor app, flag values) follow in a short loop. Accessors at the end read the fields that
+OpenRTB 2.6 moved out of ``ext`` from whichever location the request uses.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TypeVar
+
+import msgspec
+
+from bidfilter.openrtb.errors import InvalidRequestError
+from bidfilter.openrtb.model import (
+    BidRequest,
+    Eid,
+    Geo,
+    Imp,
+    RegsExt,
+    SourceExt,
+    SupplyChain,
+    UserExt,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ParseLimits:
+    """Bounds on what the parser accepts; anything larger is refused before decoding."""
+
+    max_bytes: int = 1 << 20
+    max_imps: int = 100
+
+
+DEFAULT_LIMITS = ParseLimits()
+
+_DECODER = msgspec.json.Decoder(BidRequest)
+# msgspec reports "<what> - at `$.imp[0].id`"; the path is the field we name on the wire.
+_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$\.?(?P<path>[^`]*)`)?$", re.DOTALL)
+_MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`$")
+
+
+def _validation_error(exc: msgspec.ValidationError) -> InvalidRequestError:
+    match = _PATH.match(str(exc))
+    message, path = (match.group("message"), match.group("path") or "") if match else (str(exc), "")
+    missing = _MISSING.match(message)
+    if missing:
+        path = f"{path}.{missing.group('name')}" if path else missing.group("name")
+        message = "required field is missing"
+    return InvalidRequestError(path or "$", message)
+
+
+def parse_bid_request(raw: bytes | str, limits: ParseLimits = DEFAULT_LIMITS) -> BidRequest:
+    """Decode and validate one OpenRTB 2.5/2.6 BidRequest (UTF-8 JSON)."""
+    if len(raw) > limits.max_bytes:
+        raise InvalidRequestError(
+            "$", f"request is {len(raw)} bytes, over the {limits.max_bytes} limit"
+        )
+    if isinstance(raw, bytes | bytearray | memoryview) and not bytes(raw).isascii():
+        # msgspec checks UTF-8 only in the strings it keeps; skipped fields must be valid too.
+        try:
+            bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidRequestError("$", f"invalid UTF-8 at byte {exc.start}") from None
+    try:
+        request = _DECODER.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(exc) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequestError("$", str(exc)) from None
+    except RecursionError:
+        raise InvalidRequestError("$", "JSON is nested too deeply") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidRequestError("$", f"invalid UTF-8 at byte {exc.start}") from None
+    _check(request, limits)
+    return request
+
+
+def _check(request: BidRequest, limits: ParseLimits) -> None:
+    if not request.id:
+        raise InvalidRequestError("id", "must not be empty")
+    if not request.imp:
+        raise InvalidRequestError("imp", "must hold at least one impression")
+    if len(request.imp) > limits.max_imps:
+        raise InvalidRequestError(
+            "imp", f"{len(request.imp)} impressions, over the {limits.max_imps} limit"
+        )
+    if request.tmax is not None and request.tmax < 0:
+        raise InvalidRequestError("tmax", "must not be negative")
+    for index, imp in enumerate(request.imp):
+        _check_imp(imp, f"imp[{index}]")
+    regs = request.regs
+    if regs is not None:
+        for where, flag in (("regs.gdpr", regs.gdpr), ("regs.coppa", regs.coppa)):
+            if flag not in (None, 0, 1):
+                raise InvalidRequestError(where, f"must be 0 or 1, not {flag}")
+
+
+def _check_imp(imp: Imp, where: str) -> None:
+    if not imp.id:
+        raise InvalidRequestError(f"{where}.id", "must not be empty")
+    if imp.banner is None and imp.video is None and imp.audio is None and imp.native is None:
+        raise InvalidRequestError(where, "needs one of banner, video, audio or native")
+    if imp.bidfloor < 0:
+        raise InvalidRequestError(f"{where}.bidfloor", "must not be negative")
+    sizes: list[tuple[str, int | None]] = []
+    if imp.banner is not None:
+        sizes += [(f"{where}.banner.w", imp.banner.w), (f"{where}.banner.h", imp.banner.h)]
+        for k, fmt in enumerate(imp.banner.format or ()):
+            sizes += [
+                (f"{where}.banner.format[{k}].w", fmt.w),
+                (f"{where}.banner.format[{k}].h", fmt.h),
+            ]
+    if imp.video is not None:
+        sizes += [(f"{where}.video.w", imp.video.w), (f"{where}.video.h", imp.video.h)]
+    for field, value in sizes:
+        if value is not None and value < 0:
+            raise InvalidRequestError(field, "must not be negative")
+
+
+# --- fields that OpenRTB 2.6 moved out of ext: read the 2.6 location first, then the 2.5 one ---
+
+_ExtT = TypeVar("_ExtT", RegsExt, UserExt, SourceExt)
+
+
+def _ext(raw: msgspec.Raw, kind: type[_ExtT]) -> _ExtT | None:
+    """Decode an ``ext`` object leniently: one that is absent or malformed counts as absent."""
+    if not raw:
+        return None
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.MsgspecError:
+        return None
+
+
+def gdpr(request: BidRequest) -> int | None:
+    regs = request.regs
+    if regs is None:
+        return None
+    if regs.gdpr is not None:
+        return regs.gdpr
+    ext = _ext(regs.ext, RegsExt)
+    return ext.gdpr if ext is not None and ext.gdpr in (0, 1) else None
+
+
+def us_privacy(request: BidRequest) -> str | None:
+    regs = request.regs
+    if regs is None:
+        return None
+    if regs.us_privacy is not None:
+        return regs.us_privacy
+    ext = _ext(regs.ext, RegsExt)
+    return ext.us_privacy if ext is not None else None
+
+
+def gpp(request: BidRequest) -> str | None:
+    regs = request.regs
+    if regs is None:
+        return None
+    if regs.gpp is not None:
+        return regs.gpp
+    ext = _ext(regs.ext, RegsExt)
+    return ext.gpp if ext is not None else None
+
+
+def consent(request: BidRequest) -> str | None:
+    user = request.user
+    if user is None:
+        return None
+    if user.consent is not None:
+        return user.consent
+    ext = _ext(user.ext, UserExt)
+    return ext.consent if ext is not None else None
+
+
+def eids(request: BidRequest) -> list[Eid]:
+    user = request.user
+    if user is None:
+        return []
+    if user.eids is not None:
+        return user.eids
+    ext = _ext(user.ext, UserExt)
+    return (ext.eids or []) if ext is not None else []
+
+
+def schain(request: BidRequest) -> SupplyChain | None:
+    source = request.source
+    if source is None:
+        return None
+    if source.schain is not None:
+        return source.schain
+    ext = _ext(source.ext, SourceExt)
+    return ext.schain if ext is not None else None
+
+
+def geo(request: BidRequest) -> Geo | None:
+    """The device's geo, else the user's home geo (OpenRTB puts location in either)."""
+    if request.device is not None and request.device.geo is not None:
+        return request.device.geo
+    return request.user.geo if request.user is not None else None

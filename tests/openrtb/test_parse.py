@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bidfilter.openrtb import InvalidRequestError, ParseLimits, parse_bid_request
+from bidfilter.openrtb.parse import consent, eids, gdpr, geo, schain, us_privacy
+
+
+def request(**fields: Any) -> bytes:
+    body: dict[str, Any] = {"id": "r1", "imp": [{"id": "1", "banner": {"w": 300, "h": 250}}]}
+    body.update(fields)
+    return json.dumps(body).encode()
+
+
+def refused(raw: bytes | str, limits: ParseLimits | None = None) -> InvalidRequestError:
+    with pytest.raises(InvalidRequestError) as caught:
+        if limits is None:
+            parse_bid_request(raw)
+        else:
+            parse_bid_request(raw, limits)
+    return caught.value
+
+
+def test_minimal_request_parses() -> None:
+    parsed = parse_bid_request(request(tmax=120))
+    assert parsed.id == "r1"
+    assert parsed.imp[0].banner is not None
+    assert parsed.imp[0].banner.w == 300
+    assert parsed.tmax == 120
+
+
+def test_str_input_parses() -> None:
+    assert parse_bid_request(request().decode()).id == "r1"
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'{"imp": [{"id": "1", "banner": {}}]}', "id"),
+        (b'{"id": "r"}', "imp"),
+        (b'{"id": "r", "imp": []}', "imp"),
+        (b'{"id": "", "imp": [{"id": "1", "banner": {}}]}', "id"),
+        (b'{"id": 5, "imp": [{"id": "1", "banner": {}}]}', "id"),
+        (b'{"id": "r", "imp": [{"banner": {}}]}', "imp[0].id"),
+        (b'{"id": "r", "imp": [{"id": "1", "banner": {"w": "300"}}]}', "imp[0].banner.w"),
+        (b'{"id": "r", "imp": [{"id": "1", "banner": {"w": -1}}]}', "imp[0].banner.w"),
+        (b'{"id": "r", "imp": [{"id": "1", "banner": {}, "bidfloor": -0.5}]}', "imp[0].bidfloor"),
+        (b'{"id": "r", "imp": [{"id": "1"}]}', "imp[0]"),
+        (
+            b'{"id": "r", "imp": [{"id": "1", "video": {}}], "device": {"geo": {"lat": "x"}}}',
+            "device.geo.lat",
+        ),
+        (b'{"id": "r", "imp": [{"id": "1", "video": {}}], "regs": {"gdpr": 3}}', "regs.gdpr"),
+        (b'{"id": "r", "imp": [{"id": "1", "video": {}}], "tmax": -5}', "tmax"),
+        (b"[1, 2]", "$"),
+        (b'{"id": "r", "imp": [', "$"),
+        (b"", "$"),
+    ],
+)
+def test_invalid_requests_name_the_field(raw: bytes, field: str) -> None:
+    assert refused(raw).field == field
+
+
+def test_bad_utf8_is_refused_even_in_skipped_fields() -> None:
+    raw = b'{"id": "r", "imp": [{"id": "1", "banner": {}}], "unknown": "\xff\xfe"}'
+    error = refused(raw)
+    assert error.field == "$"
+    assert "UTF-8" in error.message
+
+
+def test_absurd_depth_is_refused() -> None:
+    deep = (
+        b'{"id": "r", "imp": [{"id": "1", "banner": {}}], "x": '
+        + b"[" * 50_000
+        + b"]" * 50_000
+        + b"}"
+    )
+    assert "deep" in refused(deep).message
+
+
+def test_size_limit() -> None:
+    error = refused(request(), ParseLimits(max_bytes=20))
+    assert error.field == "$"
+    assert "limit" in error.message
+
+
+def test_imp_count_limit() -> None:
+    imps = [{"id": str(i), "banner": {}} for i in range(5)]
+    assert refused(request(imp=imps), ParseLimits(max_imps=4)).field == "imp"
+
+
+def test_unknown_fields_and_ext_are_ignored() -> None:
+    parsed = parse_bid_request(
+        request(ext={"prebid": {"deep": [[[[1]]]]}}, unknown={"a": 1}, site={"id": "s", "x": [1]})
+    )
+    assert parsed.site is not None
+    assert parsed.site.id == "s"
+
+
+def test_2_6_locations() -> None:
+    parsed = parse_bid_request(
+        request(
+            regs={"gdpr": 1, "us_privacy": "1YNN"},
+            user={"consent": "CO-abc", "eids": [{"source": "id5"}, {"source": "uid2"}]},
+            source={"schain": {"complete": 1, "nodes": [{"asi": "a.com"}, {"asi": "b.com"}]}},
+        )
+    )
+    assert gdpr(parsed) == 1
+    assert us_privacy(parsed) == "1YNN"
+    assert consent(parsed) == "CO-abc"
+    assert [e.source for e in eids(parsed)] == ["id5", "uid2"]
+    chain = schain(parsed)
+    assert chain is not None and chain.nodes is not None and len(chain.nodes) == 2
+
+
+def test_2_5_ext_locations() -> None:
+    parsed = parse_bid_request(
+        request(
+            regs={"ext": {"gdpr": 0, "us_privacy": "1---"}},
+            user={"ext": {"consent": "CO-x", "eids": [{"source": "id5"}]}},
+            source={"ext": {"schain": {"nodes": [{"asi": "a.com"}]}}},
+        )
+    )
+    assert gdpr(parsed) == 0
+    assert us_privacy(parsed) == "1---"
+    assert consent(parsed) == "CO-x"
+    assert len(eids(parsed)) == 1
+    chain = schain(parsed)
+    assert chain is not None and chain.nodes is not None and len(chain.nodes) == 1
+
+
+def test_2_6_location_wins_over_ext() -> None:
+    parsed = parse_bid_request(request(regs={"gdpr": 1, "ext": {"gdpr": 0}}))
+    assert gdpr(parsed) == 1
+
+
+def test_malformed_ext_counts_as_absent() -> None:
+    parsed = parse_bid_request(
+        request(regs={"ext": "oops"}, user={"ext": {"consent": 5}}, source={"ext": {"schain": 1}})
+    )
+    assert gdpr(parsed) is None
+    assert consent(parsed) is None
+    assert schain(parsed) is None
+    assert eids(parsed) == []
+
+
+def test_geo_falls_back_to_user_geo() -> None:
+    parsed = parse_bid_request(request(user={"geo": {"country": "FRA"}}))
+    located = geo(parsed)
+    assert located is not None and located.country == "FRA"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_crash(raw: bytes) -> None:
+    try:
+        parse_bid_request(raw)
+    except InvalidRequestError as error:
+        assert error.field
+
+
+@settings(deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["id", "imp", "site", "app", "device", "user", "regs", "source", "tmax", "ext"]
+        ),
+        json_values,
+        max_size=6,
+    )
+)
+def test_arbitrary_json_objects_never_crash(body: dict[str, Any]) -> None:
+    try:
+        parse_bid_request(json.dumps(body).encode())
+    except InvalidRequestError as error:
+        assert error.field

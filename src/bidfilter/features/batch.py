@@ -1,0 +1,102 @@
+"""Training-side feature extraction: the same :func:`extract` over millions of logged requests.
+
+Rows are appended as requests stream in; categorical strings are interned to local ids as they
+arrive, so memory holds one float32 matrix and small dictionaries, never the raw strings. Once
+every request is in, vocabularies are chosen (from the rows the caller marks, i.e. training rows
+only) and local ids are remapped to vocabulary codes in one vectorised step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bidfilter.features.extract import CATEGORICAL_FEATURES, NUMERIC_FEATURES, extract
+from bidfilter.features.spec import OUT_OF_VOCABULARY
+from bidfilter.openrtb.model import BidRequest
+
+_CHUNK = 8192
+
+
+class RequestFeatureBuilder:
+    """Accumulates request-level feature rows (numeric + categorical, partner column excluded)."""
+
+    def __init__(self) -> None:
+        self._interned: list[dict[str, int]] = [{} for _ in CATEGORICAL_FEATURES]
+        self._numeric_chunks: list[np.ndarray] = []
+        self._local_chunks: list[np.ndarray] = []
+        self._numeric_rows: list[list[float]] = []
+        self._local_rows: list[list[int]] = []
+
+    def __len__(self) -> int:
+        return sum(len(chunk) for chunk in self._numeric_chunks) + len(self._numeric_rows)
+
+    def add(self, request: BidRequest, ts_ms: int) -> None:
+        numeric, categorical = extract(request, ts_ms)
+        self._numeric_rows.append(numeric)
+        local = []
+        for interned, value in zip(self._interned, categorical, strict=True):
+            if value is None:
+                local.append(-1)
+            else:
+                code = interned.get(value)
+                if code is None:
+                    code = interned[value] = len(interned)
+                local.append(code)
+        self._local_rows.append(local)
+        if len(self._numeric_rows) >= _CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._numeric_rows:
+            self._numeric_chunks.append(np.array(self._numeric_rows, dtype=np.float32))
+            self._local_chunks.append(np.array(self._local_rows, dtype=np.int32))
+            self._numeric_rows.clear()
+            self._local_rows.clear()
+
+    def build(
+        self,
+        vocabulary_rows: np.ndarray | None = None,
+        *,
+        max_size: int = 2000,
+        min_count: int = 10,
+    ) -> tuple[np.ndarray, dict[str, list[str]]]:
+        """The request matrix (N x (numeric + categorical), float32) and the vocabularies.
+
+        ``vocabulary_rows`` (bool mask over requests) restricts which rows count towards the
+        vocabularies, so values seen only in the validation or test period stay out of vocabulary.
+        A value enters a vocabulary when seen in at least ``min_count`` rows; the ``max_size`` most
+        frequent are kept, most frequent first (ties by value, so the result is deterministic).
+        """
+        self._flush()
+        n_numeric, n_categorical = len(NUMERIC_FEATURES), len(CATEGORICAL_FEATURES)
+        if not self._numeric_chunks:
+            return np.empty((0, n_numeric + n_categorical), np.float32), {
+                name: [] for name in CATEGORICAL_FEATURES
+            }
+        numeric = np.concatenate(self._numeric_chunks)
+        local = np.concatenate(self._local_chunks)
+        self._numeric_chunks, self._local_chunks = [], []
+        matrix = np.empty((len(numeric), n_numeric + n_categorical), dtype=np.float32)
+        matrix[:, :n_numeric] = numeric
+        del numeric
+        vocabularies: dict[str, list[str]] = {}
+        for column, (name, interned) in enumerate(
+            zip(CATEGORICAL_FEATURES, self._interned, strict=True)
+        ):
+            values = np.array(list(interned), dtype=object)
+            codes = local[:, column]
+            counted = codes if vocabulary_rows is None else codes[vocabulary_rows]
+            counts = np.bincount(counted[counted >= 0], minlength=len(values))
+            order = sorted(
+                (index for index in np.flatnonzero(counts >= min_count)),
+                key=lambda index: (-counts[index], values[index]),
+            )[:max_size]
+            vocabularies[name] = [str(values[index]) for index in order]
+            # local id -> vocabulary code; the extra last slot maps "absent" (-1) to NaN.
+            remap = np.full(len(values) + 1, OUT_OF_VOCABULARY, dtype=np.float32)
+            remap[np.asarray(order, dtype=np.int64)] = np.arange(
+                1, len(order) + 1, dtype=np.float32
+            )
+            remap[-1] = np.nan
+            matrix[:, n_numeric + column] = remap[codes]
+        return matrix, vocabularies

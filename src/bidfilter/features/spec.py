@@ -1,0 +1,109 @@
+"""The feature spec: column order, types and vocabularies, saved inside every model artifact.
+
+A model is only valid with the exact spec it was trained with, so the spec travels in the
+manifest and serving rebuilds its encoder from it. Column order: the numeric features, the
+categorical ones, then ``partner``. A categorical column holds a vocabulary code: 1..n for the
+values seen often enough in training, 0 for any other value (out of vocabulary), NaN when absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from bidfilter.features.extract import CATEGORICAL_FEATURES, NUMERIC_FEATURES, extract
+from bidfilter.openrtb.model import BidRequest
+
+FEATURE_SPEC_VERSION = 1
+OUT_OF_VOCABULARY = 0
+PARTNER_FEATURE = "partner"
+
+
+class FeatureSpecError(ValueError):
+    """A saved spec that this version of bidfilter cannot reproduce; ``field`` names the part."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class FeatureSpec(msgspec.Struct, frozen=True):
+    """Everything needed to turn a bid request and a partner into the model's input row."""
+
+    vocabularies: dict[str, list[str]]
+    partners: list[str]
+    numeric: list[str] = msgspec.field(default_factory=lambda: list(NUMERIC_FEATURES))
+    categorical: list[str] = msgspec.field(default_factory=lambda: list(CATEGORICAL_FEATURES))
+    version: int = FEATURE_SPEC_VERSION
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.numeric, *self.categorical, PARTNER_FEATURE]
+
+    @property
+    def feature_types(self) -> list[str]:
+        """XGBoost feature types: ``q`` (quantitative) or ``c`` (categorical)."""
+        return ["q"] * len(self.numeric) + ["c"] * (len(self.categorical) + 1)
+
+    @property
+    def partner_column(self) -> int:
+        return len(self.numeric) + len(self.categorical)
+
+    def to_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = msgspec.to_builtins(self)
+        return result
+
+    @classmethod
+    def from_dict(cls, data: object) -> FeatureSpec:
+        try:
+            spec = msgspec.convert(data, cls)
+        except msgspec.ValidationError as exc:
+            raise FeatureSpecError("feature_spec", str(exc)) from None
+        if spec.version != FEATURE_SPEC_VERSION:
+            raise FeatureSpecError(
+                "feature_spec.version",
+                f"version {spec.version}; this bidfilter builds version {FEATURE_SPEC_VERSION}",
+            )
+        if (
+            tuple(spec.numeric) != NUMERIC_FEATURES
+            or tuple(spec.categorical) != CATEGORICAL_FEATURES
+        ):
+            raise FeatureSpecError("feature_spec", "feature names differ from this bidfilter's")
+        missing = [name for name in spec.categorical if name not in spec.vocabularies]
+        if missing:
+            raise FeatureSpecError(f"feature_spec.vocabularies.{missing[0]}", "missing")
+        return spec
+
+
+class FeatureEncoder:
+    """Serving-side encoding of one request, using the same :func:`extract` as training."""
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.spec = spec
+        self._lookups = [
+            {value: code for code, value in enumerate(spec.vocabularies[name], start=1)}
+            for name in spec.categorical
+        ]
+        self.partner_codes = {partner: code for code, partner in enumerate(spec.partners)}
+        self.width = len(spec.names)
+
+    def request_vector(self, request: BidRequest, ts_ms: int) -> np.ndarray:
+        """The request's row with the partner column left NaN (float32)."""
+        numeric, categorical = extract(request, ts_ms)
+        row = np.empty(self.width, dtype=np.float32)
+        n = len(numeric)
+        row[:n] = numeric
+        for offset, (lookup, value) in enumerate(zip(self._lookups, categorical, strict=True)):
+            row[n + offset] = np.nan if value is None else lookup.get(value, OUT_OF_VOCABULARY)
+        row[-1] = np.nan
+        return row
+
+    def rows(self, request: BidRequest, ts_ms: int, partners: Sequence[str]) -> np.ndarray:
+        """One row per partner (K x F); a partner unknown to the spec gets a NaN partner code."""
+        matrix = np.repeat(self.request_vector(request, ts_ms)[None, :], len(partners), axis=0)
+        matrix[:, -1] = [self.partner_codes.get(partner, np.nan) for partner in partners]
+        return matrix

@@ -1,0 +1,231 @@
+"""From auction logs to (request, partner) training rows, split by time.
+
+The logs are streamed once, batch by batch: each request is parsed and its features extracted by
+the same code serving uses; each partner outcome becomes a row index pair. The latest part of the
+time range is the test set and the part before it the validation set; nothing is split at random,
+because a model is always used on traffic that comes after its training data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from bidfilter.features import FeatureSpec, RequestFeatureBuilder
+from bidfilter.logs import iter_log_batches, log_files
+from bidfilter.openrtb import InvalidRequestError, parse_bid_request
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetConfig:
+    """How logs become rows. Fractions are of requests, taken from the end of the time range."""
+
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+    negative_rate: float = 0.25
+    vocabulary_size: int = 2000
+    vocabulary_min_count: int = 10
+    seed: int = 0
+    batch_size: int = 32_768
+
+    def __post_init__(self) -> None:
+        if not 0 < self.valid_fraction < 1 or not 0 < self.test_fraction < 1:
+            raise ValueError("valid_fraction and test_fraction must be between 0 and 1")
+        if self.valid_fraction + self.test_fraction >= 1:
+            raise ValueError("valid_fraction + test_fraction must leave rows to train on")
+        if not 0 < self.negative_rate <= 1:
+            raise ValueError("negative_rate must be in (0, 1]")
+
+
+@dataclass(frozen=True, slots=True)
+class SplitRows:
+    """One split's model input rows, labels and what the report needs beside them."""
+
+    features: np.ndarray  # (n, F) float32, columns in FeatureSpec.names order
+    bids: np.ndarray  # (n,) bool
+    partners: np.ndarray  # (n,) int32 partner codes
+    weights: np.ndarray | None  # (n,) float32; set when negatives were subsampled
+    oracle_p: np.ndarray  # (n,) float32, NaN where the logs carry no oracle
+    requests: np.ndarray  # (n,) int64: which valid logged request (in log order) each row is of
+
+    def __len__(self) -> int:
+        return len(self.bids)
+
+    @property
+    def has_oracle(self) -> bool:
+        return len(self.oracle_p) > 0 and not np.isnan(self.oracle_p).any()
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingData:
+    spec: FeatureSpec
+    train: SplitRows
+    valid: SplitRows
+    test: SplitRows
+    data_start: dt.datetime
+    data_end: dt.datetime
+    valid_start: dt.datetime
+    test_start: dt.datetime
+    requests: int
+    skipped_requests: int
+    skipped_fields: dict[str, int]
+
+
+def count_rows(logs: str | os.PathLike[str]) -> int:
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in log_files(logs))
+
+
+def _timestamps(logs: str | os.PathLike[str]) -> np.ndarray:
+    chunks = [
+        batch.column("ts").cast(pa.int64()).to_numpy()
+        for batch in iter_log_batches(logs, columns=["ts"], batch_size=1 << 20)
+    ]
+    return np.concatenate(chunks) if chunks else np.empty(0, dtype=np.int64)
+
+
+def _utc(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+
+
+def build_dataset(
+    logs: str | os.PathLike[str],
+    config: DatasetConfig | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> TrainingData:
+    """Read every log record once and return the train/validation/test rows.
+
+    ``progress`` is called with the number of requests just processed (for a progress bar).
+    """
+    config = config or DatasetConfig()
+    timestamps = _timestamps(logs)
+    if len(timestamps) < 10:
+        raise ValueError(f"{logs}: {len(timestamps)} requests is too few to train on")
+    valid_start, test_start = np.quantile(
+        timestamps, [1 - config.valid_fraction - config.test_fraction, 1 - config.test_fraction]
+    ).astype(np.int64)
+    del timestamps
+
+    builder = RequestFeatureBuilder()
+    request_ts: list[np.ndarray] = []
+    pair_request: list[np.ndarray] = []
+    pair_partner: list[np.ndarray] = []
+    pair_bid: list[np.ndarray] = []
+    pair_oracle: list[np.ndarray] = []
+    partner_ids: dict[str, int] = {}
+    skipped: dict[str, int] = {}
+    kept = 0
+    for batch in iter_log_batches(
+        logs, columns=["ts", "request", "partners"], batch_size=config.batch_size
+    ):
+        ts = batch.column("ts").cast(pa.int64()).to_numpy()
+        keep = np.ones(len(ts), dtype=bool)
+        for row, text in enumerate(batch.column("request").to_pylist()):
+            try:
+                request = parse_bid_request(text)
+            except InvalidRequestError as error:
+                keep[row] = False
+                skipped[error.field] = skipped.get(error.field, 0) + 1
+                continue
+            builder.add(request, int(ts[row]))
+        # Map each kept request of this batch to its global row in the request matrix.
+        global_row = np.full(len(ts), -1, dtype=np.int64)
+        global_row[keep] = np.arange(kept, kept + int(keep.sum()))
+        kept += int(keep.sum())
+        request_ts.append(ts[keep])
+
+        outcomes = batch.column("partners")
+        parents = pc.list_parent_indices(outcomes).to_numpy()
+        flat = pc.list_flatten(outcomes)
+        names = flat.field("partner")
+        unique = pc.unique(names).to_pylist()
+        local_to_global = np.array(
+            [partner_ids.setdefault(name, len(partner_ids)) for name in unique], dtype=np.int32
+        )
+        partner_global = local_to_global[pc.index_in(names, value_set=pa.array(unique)).to_numpy()]
+        rows = global_row[parents]
+        valid_pair = rows >= 0
+        pair_request.append(rows[valid_pair])
+        pair_partner.append(partner_global[valid_pair])
+        pair_bid.append(flat.field("bid").to_numpy(zero_copy_only=False)[valid_pair])
+        oracle = flat.field("oracle_p").to_numpy(zero_copy_only=False).astype(np.float32)
+        pair_oracle.append(oracle[valid_pair])
+        if progress is not None:
+            progress(len(ts))
+
+    if skipped:
+        log.warning("skipped %d invalid logged requests: %s", sum(skipped.values()), skipped)
+    ts_all = np.concatenate(request_ts)
+    request_split = np.where(ts_all < valid_start, 0, np.where(ts_all < test_start, 1, 2)).astype(
+        np.int8
+    )
+    matrix, vocabularies = builder.build(
+        request_split == 0, max_size=config.vocabulary_size, min_count=config.vocabulary_min_count
+    )
+    requests_of_pair = np.concatenate(pair_request)
+    partner_of_pair = np.concatenate(pair_partner)
+    bid_of_pair = np.concatenate(pair_bid).astype(bool)
+    oracle_of_pair = np.concatenate(pair_oracle)
+    split_of_pair = request_split[requests_of_pair]
+
+    # Partners the training period never saw get no code: serving fails open for them.
+    names_by_id = sorted(partner_ids, key=partner_ids.__getitem__)
+    trained_ids = np.unique(partner_of_pair[split_of_pair == 0])
+    partners = sorted(names_by_id[i] for i in trained_ids)
+    code_of_id = np.full(len(names_by_id), -1, dtype=np.int32)
+    for code, name in enumerate(partners):
+        code_of_id[partner_ids[name]] = code
+    partner_code = code_of_id[partner_of_pair]
+    known = partner_code >= 0
+    if not known.all():
+        log.warning("%d rows are for partners absent from the training period", int((~known).sum()))
+
+    spec = FeatureSpec(vocabularies=vocabularies, partners=partners)
+    rng = np.random.default_rng(config.seed)
+
+    def rows_of(split: int, subsample: bool) -> SplitRows:
+        chosen = np.flatnonzero((split_of_pair == split) & known)
+        weights = None
+        if subsample and config.negative_rate < 1:
+            # Keep every bid and a share of the non-bids, weighted back up so that predicted
+            # probabilities stay calibrated: the usual trick for rare positives in RTB models.
+            draw = rng.random(len(chosen)) < config.negative_rate
+            keep_row = bid_of_pair[chosen] | draw
+            chosen = chosen[keep_row]
+            weights = np.where(bid_of_pair[chosen], 1.0, 1.0 / config.negative_rate).astype(
+                np.float32
+            )
+        features = np.empty((len(chosen), matrix.shape[1] + 1), dtype=np.float32)
+        features[:, :-1] = matrix[requests_of_pair[chosen]]
+        features[:, -1] = partner_code[chosen]
+        return SplitRows(
+            features=features,
+            bids=bid_of_pair[chosen],
+            partners=partner_code[chosen],
+            weights=weights,
+            oracle_p=oracle_of_pair[chosen],
+            requests=requests_of_pair[chosen],
+        )
+
+    return TrainingData(
+        spec=spec,
+        train=rows_of(0, subsample=True),
+        valid=rows_of(1, subsample=False),
+        test=rows_of(2, subsample=False),
+        data_start=_utc(int(ts_all.min())),
+        data_end=_utc(int(ts_all.max())),
+        valid_start=_utc(int(valid_start)),
+        test_start=_utc(int(test_start)),
+        requests=kept,
+        skipped_requests=sum(skipped.values()),
+        skipped_fields=skipped,
+    )

@@ -1,0 +1,140 @@
+"""Metrics of a filter: ranking quality, calibration, and what the thresholds keep and save."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bidfilter.training.thresholds import recall_threshold
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann-Whitney, ties counted half); None without both classes."""
+    labels = labels.astype(bool)
+    positives = int(labels.sum())
+    negatives = len(labels) - positives
+    if positives == 0 or negatives == 0:
+        return None
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    # Average rank of each distinct score (1-based), so tied scores share their rank.
+    ends = np.cumsum(counts)
+    average_rank = ends - (counts - 1) / 2.0
+    rank_sum = float(average_rank[inverse][labels].sum())
+    return (rank_sum - positives * (positives + 1) / 2.0) / (positives * negatives)
+
+
+def log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    p = np.clip(probabilities, 1e-15, 1 - 1e-15)
+    y = labels.astype(np.float64)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+@dataclass(frozen=True, slots=True)
+class FilterOutcome:
+    calls: int
+    sent: int
+    bids: int
+    bids_kept: int
+
+    @property
+    def bid_recall(self) -> float:
+        return self.bids_kept / self.bids if self.bids else 1.0
+
+    @property
+    def call_savings(self) -> float:
+        return 1.0 - self.sent / self.calls if self.calls else 0.0
+
+
+def filter_outcome(sent: np.ndarray, bids: np.ndarray) -> FilterOutcome:
+    return FilterOutcome(
+        calls=len(sent),
+        sent=int(sent.sum()),
+        bids=int(bids.sum()),
+        bids_kept=int((sent & bids).sum()),
+    )
+
+
+def savings_recall_curve(
+    scores: np.ndarray, bids: np.ndarray, points: int = 400
+) -> tuple[np.ndarray, np.ndarray]:
+    """(bid recall, call savings) when sending the top-k scored calls, for k across the range."""
+    if len(scores) == 0:
+        return np.array([1.0]), np.array([0.0])
+    order = np.argsort(-scores, kind="stable")
+    kept = np.cumsum(bids[order])
+    total = max(int(kept[-1]), 1)
+    k = np.unique(np.linspace(1, len(scores), num=min(points, len(scores))).astype(np.int64))
+    return kept[k - 1] / total, 1.0 - k / len(scores)
+
+
+def _metrics(
+    scores: np.ndarray, bids: np.ndarray, sent: np.ndarray, oracle_p: np.ndarray | None
+) -> dict[str, Any]:
+    outcome = filter_outcome(sent, bids)
+    result: dict[str, Any] = {
+        "auc": roc_auc(scores, bids),
+        "logloss": log_loss(scores, bids) if len(scores) else None,
+        "bid_recall": outcome.bid_recall,
+        "call_savings": outcome.call_savings,
+        "calls": outcome.calls,
+        "calls_sent": outcome.sent,
+        "bids": outcome.bids,
+        "bids_kept": outcome.bids_kept,
+        "bid_rate": outcome.bids / outcome.calls if outcome.calls else 0.0,
+    }
+    if oracle_p is not None:
+        # The savings a perfect model (one that knows each call's true bid probability) would
+        # reach while keeping at least the same share of bids as ours did.
+        if outcome.bids:
+            oracle_sent = oracle_p >= recall_threshold(oracle_p[bids], outcome.bid_recall)
+        else:
+            oracle_sent = np.zeros(len(oracle_p), dtype=bool)
+        result["oracle_call_savings"] = filter_outcome(oracle_sent, bids).call_savings
+        result["oracle_calls_sent"] = int(oracle_sent.sum())
+    return result
+
+
+def evaluate(
+    scores: np.ndarray,
+    bids: np.ndarray,
+    partner_codes: np.ndarray,
+    partners: Sequence[str],
+    thresholds: Mapping[str, float],
+    oracle_p: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Overall and per-partner metrics of filtering ``scores`` at each partner's threshold."""
+    threshold_of_row = np.array([thresholds[p] for p in partners], dtype=np.float64)[partner_codes]
+    sent = scores >= threshold_of_row
+    per_partner: dict[str, Any] = {}
+    oracle_sent_total = 0
+    for code, partner in enumerate(partners):
+        mine = partner_codes == code
+        metrics = _metrics(
+            scores[mine], bids[mine], sent[mine], None if oracle_p is None else oracle_p[mine]
+        )
+        oracle_sent_total += metrics.get("oracle_calls_sent", 0)
+        per_partner[partner] = metrics
+    overall = _metrics(scores, bids, sent, None)
+    if oracle_p is not None:
+        overall["oracle_call_savings"] = (
+            1.0 - oracle_sent_total / len(scores) if len(scores) else 0.0
+        )
+    return {"overall": overall, "partners": per_partner}
+
+
+def calibration_table(
+    scores: np.ndarray, bids: np.ndarray, bins: int = 20
+) -> dict[str, list[float]]:
+    """Mean predicted vs observed bid rate in equal-count bins of the predicted probability."""
+    if len(scores) == 0:
+        return {"predicted": [], "observed": [], "count": []}
+    order = np.argsort(scores, kind="stable")
+    groups = [g for g in np.array_split(order, min(bins, len(scores))) if len(g)]
+    return {
+        "predicted": [float(scores[g].mean()) for g in groups],
+        "observed": [float(bids[g].mean()) for g in groups],
+        "count": [float(len(g)) for g in groups],
+    }

@@ -1,0 +1,130 @@
+"""The bid-probability model: gradient-boosted trees (XGBoost) over (request, partner) rows."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xgboost as xgb
+
+from bidfilter.features import FeatureSpec
+from bidfilter.training.dataset import SplitRows
+
+MODEL_FILE = "model.ubj"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """Tree-booster settings; the defaults are what ``bidfilter train`` uses."""
+
+    trees: int = 300
+    max_depth: int = 6
+    learning_rate: float = 0.15
+    early_stopping_rounds: int = 20
+    min_child_weight: float = 1.0
+    max_bin: int = 256
+    threads: int | None = None
+    seed: int = 0
+
+    def params(self) -> dict[str, object]:
+        return {
+            "objective": "binary:logistic",
+            "eval_metric": "logloss",
+            "tree_method": "hist",
+            "max_depth": self.max_depth,
+            "eta": self.learning_rate,
+            "min_child_weight": self.min_child_weight,
+            "max_bin": self.max_bin,
+            "max_cat_to_onehot": 1,
+            "nthread": self.threads or os.cpu_count() or 1,
+            "seed": self.seed,
+        }
+
+
+class _Progress(xgb.callback.TrainingCallback):
+    def __init__(self, step: Callable[[int], None]) -> None:
+        super().__init__()
+        self._step = step
+
+    def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: object) -> bool:
+        self._step(1)
+        return False
+
+
+def _matrix(rows: SplitRows, spec: FeatureSpec, ref: xgb.DMatrix | None = None) -> xgb.DMatrix:
+    return xgb.QuantileDMatrix(
+        rows.features,
+        label=rows.bids.astype(np.float32),
+        weight=rows.weights,
+        feature_names=spec.names,
+        feature_types=spec.feature_types,
+        enable_categorical=True,
+        ref=ref,
+    )
+
+
+class BidModel:
+    """A trained booster together with the feature spec it expects."""
+
+    def __init__(self, booster: xgb.Booster, spec: FeatureSpec) -> None:
+        self.booster = booster
+        self.spec = spec
+
+    @classmethod
+    def fit(
+        cls,
+        train: SplitRows,
+        valid: SplitRows,
+        spec: FeatureSpec,
+        config: ModelConfig | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> BidModel:
+        """Boost up to ``config.trees`` trees, stopping early on validation log-loss."""
+        config = config or ModelConfig()
+        train_matrix = _matrix(train, spec)
+        valid_matrix = _matrix(valid, spec, ref=train_matrix)
+        booster = xgb.train(
+            config.params(),
+            train_matrix,
+            num_boost_round=config.trees,
+            evals=[(valid_matrix, "valid")],
+            early_stopping_rounds=config.early_stopping_rounds,
+            verbose_eval=False,
+            callbacks=[_Progress(progress)] if progress is not None else None,
+        )
+        best = getattr(booster, "best_iteration", None)
+        if best is not None and best + 1 < booster.num_boosted_rounds():
+            # Keep only the trees that helped: the served model is smaller and just as good.
+            booster = booster[: best + 1]
+        return cls(booster, spec)
+
+    @property
+    def trees(self) -> int:
+        return int(self.booster.num_boosted_rounds())
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Bid probabilities for rows laid out as ``spec.names`` (float32, NaN = missing)."""
+        matrix = xgb.DMatrix(
+            features,
+            feature_names=self.spec.names,
+            feature_types=self.spec.feature_types,
+            enable_categorical=True,
+        )
+        return np.asarray(self.booster.predict(matrix), dtype=np.float64)
+
+    def save(self, folder: Path) -> Path:
+        """Write the booster in XGBoost's own UBJSON format (never pickle)."""
+        path = folder / MODEL_FILE
+        self.booster.save_model(os.fspath(path))
+        return path
+
+    @classmethod
+    def load(cls, path: Path, spec: FeatureSpec) -> BidModel:
+        booster = xgb.Booster()
+        booster.load_model(os.fspath(path))
+        if booster.feature_names is not None and list(booster.feature_names) != spec.names:
+            raise ValueError(f"{path}: model features differ from the feature spec")
+        return cls(booster, spec)

@@ -1,0 +1,43 @@
+"""Per-partner thresholds: the highest score that still keeps the target share of bids."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+
+def recall_threshold(scores_of_bids: np.ndarray, target_recall: float) -> float:
+    """The largest threshold t with share(scores_of_bids >= t) >= target_recall.
+
+    With no bids to learn from, 0.0: everything is sent, which is the safe answer.
+    """
+    if not 0 < target_recall <= 1:
+        raise ValueError(f"target recall must be in (0, 1], not {target_recall}")
+    n = len(scores_of_bids)
+    if n == 0:
+        return 0.0
+    # Allowed misses: floor((1 - target) * n); the threshold sits on the next bid's score.
+    misses = math.floor((1.0 - target_recall) * n + 1e-9)
+    return float(np.sort(scores_of_bids)[misses])
+
+
+def partner_thresholds(
+    scores: np.ndarray,
+    bids: np.ndarray,
+    partner_codes: np.ndarray,
+    partners: Sequence[str],
+    target_recall: float,
+    overrides: Mapping[str, float] | None = None,
+) -> dict[str, float]:
+    """One threshold per partner from validation rows; ``overrides`` maps partner -> recall."""
+    overrides = overrides or {}
+    unknown = sorted(set(overrides) - set(partners))
+    if unknown:
+        raise ValueError(f"recall override for unknown partner {unknown[0]!r}")
+    thresholds = {}
+    for code, partner in enumerate(partners):
+        mine = (partner_codes == code) & bids
+        thresholds[partner] = recall_threshold(scores[mine], overrides.get(partner, target_recall))
+    return thresholds

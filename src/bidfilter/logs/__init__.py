@@ -1,5 +1,6 @@
 """Auction logs: the training data (one record per bid request, with each partner's outcome)."""
 
+from bidfilter.logs.importing import ImportSummary, import_jsonl
 from bidfilter.logs.schema import (
     LOG_SCHEMA,
     PARTNER_OUTCOME_TYPE,
@@ -16,9 +17,11 @@ __all__ = [
     "LOG_SCHEMA",
     "PARTNER_OUTCOME_TYPE",
     "AuctionLogWriter",
+    "ImportSummary",
     "LogFormatError",
     "PartnerOutcome",
     "auction_batch",
+    "import_jsonl",
     "iter_log_batches",
     "log_files",
     "read_jsonl",

@@ -80,7 +80,8 @@ def auction_batch(
     """Build a log batch from columns (the fast path for generators and importers).
 
     ``partner_offsets`` has ``len(requests) + 1`` entries: request ``i``'s partners are rows
-    ``partner_offsets[i]:partner_offsets[i + 1]`` of ``partners``, ``bids``, ``prices``, ``oracle_p``.
+    ``partner_offsets[i]:partner_offsets[i + 1]`` of ``partners``, ``bids``, ``prices`` and
+    ``oracle_p``.
     """
     n_outcomes = len(partners)
     oracle = (
@@ -98,7 +99,9 @@ def auction_batch(
         ],
         fields=list(PARTNER_OUTCOME_TYPE),
     )
-    lists = pa.ListArray.from_arrays(pa.array(np.asarray(partner_offsets, dtype=np.int32)), outcomes)
+    lists = pa.ListArray.from_arrays(
+        pa.array(np.asarray(partner_offsets, dtype=np.int32)), outcomes
+    )
     return pa.RecordBatch.from_arrays(
         [
             pa.array(np.asarray(ts_ms, dtype=np.int64)).cast(pa.timestamp("ms", tz="UTC")),
@@ -145,7 +148,9 @@ class AuctionLogWriter:
         if writer is None:
             folder = self.root / f"date={date}"
             folder.mkdir(parents=True, exist_ok=True)
-            writer = pq.ParquetWriter(folder / f"{self.part_name}.parquet", LOG_SCHEMA, compression="zstd")
+            writer = pq.ParquetWriter(
+                folder / f"{self.part_name}.parquet", LOG_SCHEMA, compression="zstd"
+            )
             self._writers[date] = writer
         return writer
 
@@ -198,7 +203,9 @@ def _parse_ts(value: object, line_no: int) -> int:
     raise LogFormatError(f"line {line_no}: ts", "expected epoch milliseconds or ISO-8601")
 
 
-def read_jsonl(lines: Iterable[str | bytes], *, batch_size: int = 10_000) -> Iterator[pa.RecordBatch]:
+def read_jsonl(
+    lines: Iterable[str | bytes], *, batch_size: int = 10_000
+) -> Iterator[pa.RecordBatch]:
     """Read JSON-lines auction logs into schema batches.
 
     Each line: ``{"ts": <epoch ms | ISO-8601>, "request": <BidRequest object or JSON string>,
@@ -222,9 +229,9 @@ def read_jsonl(lines: Iterable[str | bytes], *, batch_size: int = 10_000) -> Ite
             names,
             np.array(bids, dtype=np.bool_),
             np.array(prices, dtype=np.float64),
-            None if all(p is None for p in oracle) else np.array(
-                [np.nan if p is None else p for p in oracle], dtype=np.float64
-            ),
+            None
+            if all(p is None for p in oracle)
+            else np.array([np.nan if p is None else p for p in oracle], dtype=np.float64),
         )
         for column in (ts, ids, requests, names, bids, prices, oracle):
             column.clear()
@@ -268,7 +275,9 @@ def read_jsonl(lines: Iterable[str | bytes], *, batch_size: int = 10_000) -> Ite
             if not isinstance(bid, bool):
                 raise LogFormatError(f"{where}.bid", "expected true or false")
             oracle_p = outcome.get("oracle_p")
-            if oracle_p is not None and not isinstance(oracle_p, int | float):
+            if oracle_p is not None and (
+                isinstance(oracle_p, bool) or not isinstance(oracle_p, int | float)
+            ):
                 raise LogFormatError(f"{where}.oracle_p", "expected a number or null")
             names.append(outcome["partner"])
             bids.append(bid)

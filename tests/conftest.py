@@ -14,6 +14,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from hypothesis import settings
 
 _SERVER_START_TIMEOUT = 30.0
 
@@ -108,3 +109,17 @@ def s3_bucket(s3_server: str, aws_credentials: None) -> str:
 
 def _tail(path: Path, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+settings.register_profile("bidfilter", deadline=None, print_blob=True)
+settings.load_profile("bidfilter")
+
+
+@pytest.fixture(scope="session")
+def synth_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Small synthetic auction logs (4000 requests x 6 partners over 3 days), made once."""
+    from bidfilter.synth import generate
+
+    out = tmp_path_factory.mktemp("synth") / "logs"
+    generate(out, requests=4000, partners=6, seed=7, days=3)
+    return out

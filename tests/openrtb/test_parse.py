@@ -4,7 +4,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from bidfilter.openrtb import InvalidRequestError, ParseLimits, parse_bid_request
@@ -164,7 +164,6 @@ json_values = st.recursive(
 )
 
 
-@settings(deadline=None)
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_never_crash(raw: bytes) -> None:
     try:
@@ -173,7 +172,6 @@ def test_arbitrary_bytes_never_crash(raw: bytes) -> None:
         assert error.field
 
 
-@settings(deadline=None)
 @given(
     st.dictionaries(
         st.sampled_from(

@@ -1,0 +1,1 @@
+../src/bidfilter/idl/bidfilter.thrift

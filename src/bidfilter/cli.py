@@ -1,0 +1,370 @@
+"""The ``bidfilter`` command. Thin: parses flags, builds settings, calls the library, prints.
+
+Every command prints a human summary, or one JSON document with ``--json`` for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bidfilter import __version__
+from bidfilter.settings import Settings
+
+log = logging.getLogger("bidfilter")
+
+DEFAULT_LOGS = ".bidfilter/logs"
+
+
+def _print(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:
+    print(json.dumps(result, indent=2, default=str) if as_json else human(result))
+
+
+def _partner_recall(values: Sequence[str]) -> dict[str, float]:
+    overrides = {}
+    for value in values:
+        partner, _, recall = value.partition("=")
+        try:
+            overrides[partner] = float(recall)
+        except ValueError:
+            raise SystemExit(f"--partner-recall expects PARTNER=RECALL, got {value!r}") from None
+    return overrides
+
+
+def _store(args: argparse.Namespace, settings: Settings) -> Any:
+    from bidfilter.artifact import open_store
+
+    return open_store(
+        args.store or settings.store, endpoint_url=args.s3_endpoint_url or settings.s3_endpoint_url
+    )
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def cmd_synth(args: argparse.Namespace, settings: Settings) -> int:
+    from bidfilter.synth import generate
+
+    summary = generate(
+        Path(args.out),
+        requests=args.requests,
+        partners=args.partners,
+        seed=args.seed,
+        days=args.days,
+        progress=not args.json and sys.stderr.isatty(),
+    )
+    _print(
+        summary.to_dict(),
+        args.json,
+        lambda d: (
+            f"wrote {d['requests']} requests x {len(d['partners'])} partners to {args.out}"
+            f" (overall bid rate {d['overall_bid_rate']:.2%})"
+        ),
+    )
+    return 0
+
+
+def cmd_import_ipinyou(args: argparse.Namespace, settings: Settings) -> int:
+    from bidfilter.logs.ipinyou import import_ipinyou
+
+    summary = import_ipinyou([Path(p) for p in args.files], Path(args.out), progress=not args.json)
+    _print(summary.to_dict(), args.json, lambda d: json.dumps(d, indent=2, default=str))
+    return 0
+
+
+def cmd_import_jsonl(args: argparse.Namespace, settings: Settings) -> int:
+    from bidfilter.logs.importing import import_jsonl
+
+    summary = import_jsonl([Path(p) for p in args.files], Path(args.out))
+    _print(summary.to_dict(), args.json, lambda d: json.dumps(d, indent=2, default=str))
+    return 0
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from bidfilter.training.dataset import DatasetConfig
+    from bidfilter.training.model import ModelConfig
+    from bidfilter.training.pipeline import TrainConfig
+
+    return TrainConfig(
+        dataset=DatasetConfig(
+            valid_fraction=args.valid_fraction,
+            test_fraction=args.test_fraction,
+            negative_rate=args.negative_rate,
+            seed=args.seed,
+        ),
+        model=ModelConfig(
+            trees=args.trees,
+            max_depth=args.max_depth,
+            learning_rate=args.learning_rate,
+            early_stopping_rounds=args.early_stopping,
+            seed=args.seed,
+        ),
+        target_recall=args.target_recall,
+        partner_recall=_partner_recall(args.partner_recall),
+    )
+
+
+def _train_summary(d: dict[str, Any]) -> str:
+    test = d["test"]
+    lines = [
+        f"published version {d['version']} to {d['store']} ({d['trees']} trees, {d['seconds']} s)",
+        f"  test AUC            {test['auc']:.4f}",
+        f"  test log-loss       {test['logloss']:.4f}",
+        f"  bid recall          {test['bid_recall']:.2%}",
+        f"  call savings        {test['call_savings']:.2%}",
+    ]
+    if test.get("oracle_call_savings") is not None:
+        lines.append(
+            f"  oracle savings      {test['oracle_call_savings']:.2%}  (same recall, perfect model)"
+        )
+    return "\n".join(lines)
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from bidfilter.training.pipeline import train
+
+    result = train(
+        args.logs,
+        _store(args, settings),
+        _train_config(args),
+        progress=not args.json and sys.stderr.isatty(),
+    )
+    _print(result.summary(), args.json, _train_summary)
+    return 0
+
+
+def cmd_model_list(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(args, settings)
+    latest = store.latest()
+    versions = store.versions()
+    result = {"store": store.uri, "latest": latest, "versions": versions}
+
+    def human(d: dict[str, Any]) -> str:
+        if not versions:
+            return f"no versions in {store.uri}"
+        return "\n".join(f"{'*' if v == latest else ' '} {v}" for v in versions)
+
+    _print(result, args.json, human)
+    return 0
+
+
+def cmd_model_show(args: argparse.Namespace, settings: Settings) -> int:
+    import msgspec
+
+    store = _store(args, settings)
+    version = args.version or store.latest()
+    if version is None:
+        raise SystemExit(f"no versions in {store.uri}")
+    manifest = msgspec.to_builtins(store.read_manifest(version))
+    manifest.pop("feature_spec", None)
+    manifest["latest"] = version == store.latest()
+
+    def human(d: dict[str, Any]) -> str:
+        test = d["metrics"].get("test", {})
+        lines = [
+            f"version     {d['version']}{'  (LATEST)' if d['latest'] else ''}",
+            f"created     {d['created_at']}",
+            f"data        {d['data_start']} .. {d['data_end']}",
+            f"partners    {len(d['partners'])}",
+            f"files       {', '.join(sorted(d['files']))}",
+        ]
+        for key in ("auc", "bid_recall", "call_savings", "oracle_call_savings"):
+            if test.get(key) is not None:
+                lines.append(f"test {key:<18} {test[key]:.4f}")
+        lines.append("thresholds  " + ", ".join(f"{p}={t:.4f}" for p, t in d["thresholds"].items()))
+        return "\n".join(lines)
+
+    _print(manifest, args.json, human)
+    return 0
+
+
+def cmd_model_promote(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(args, settings)
+    previous = store.latest()
+    store.promote(args.version)
+    log.info("LATEST moved from %s to %s in %s", previous, args.version, store.uri)
+    _print(
+        {"store": store.uri, "latest": args.version, "previous": previous},
+        args.json,
+        lambda d: f"LATEST -> {d['latest']} (was {d['previous']})",
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from bidfilter.demo import run_demo
+
+    return run_demo(Path(args.workdir), requests=args.requests, seed=args.seed, as_json=args.json)
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bidfilter",
+        description="Predict which demand partners will bid on an OpenRTB request;"
+        " filter the calls that would get no bid.",
+    )
+    parser.add_argument("--version", action="version", version=f"bidfilter {__version__}")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING... (env BIDFILTER_LOG_LEVEL)")
+    parser.add_argument("--log-json", action="store_true", default=None, help="log as JSON lines")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        sub.add_argument("--json", action="store_true", help="print one JSON document for machines")
+        return sub
+
+    def store_flags(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--store",
+            help="model store: a directory, file://PATH or s3://BUCKET/PREFIX"
+            " (env BIDFILTER_STORE; default ./.bidfilter/store)",
+        )
+        sub.add_argument(
+            "--s3-endpoint-url",
+            help="S3-compatible endpoint such as MinIO"
+            " (env BIDFILTER_S3_ENDPOINT_URL or AWS_ENDPOINT_URL)",
+        )
+
+    synth = command(
+        "synth",
+        cmd_synth,
+        "Write synthetic OpenRTB 2.6 auction logs whose partners bid by hidden policies.",
+    )
+    synth.add_argument(
+        "--requests", type=int, default=100_000, help="bid requests (default 100000)"
+    )
+    synth.add_argument("--partners", type=int, default=20, help="demand partners (default 20)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed; same seed, same logs")
+    synth.add_argument(
+        "--days", type=int, default=7, help="days of traffic to spread over (default 7)"
+    )
+    synth.add_argument(
+        "--out", default=DEFAULT_LOGS, help=f"log directory (default {DEFAULT_LOGS})"
+    )
+
+    ipinyou = command(
+        "import-ipinyou",
+        cmd_import_ipinyou,
+        "Convert iPinYou bid/impression logs into auction logs.",
+    )
+    ipinyou.add_argument("files", nargs="+", help="iPinYou log files (.txt, .gz, .bz2)")
+    ipinyou.add_argument("--out", required=True, help="auction-log directory to write")
+
+    jsonl = command(
+        "import-jsonl", cmd_import_jsonl, "Convert JSON-lines auction logs into Parquet."
+    )
+    jsonl.add_argument("files", nargs="+", help="JSON-lines files, one auction record per line")
+    jsonl.add_argument("--out", required=True, help="auction-log directory to write")
+
+    train = command(
+        "train",
+        cmd_train,
+        "Train the bid-probability model on auction logs, pick per-partner thresholds for a target"
+        " bid recall, evaluate on the latest part of the logs, and publish a new version.",
+    )
+    train.add_argument(
+        "--logs", default=DEFAULT_LOGS, help=f"auction-log directory (default {DEFAULT_LOGS})"
+    )
+    store_flags(train)
+    train.add_argument(
+        "--target-recall",
+        type=float,
+        default=0.99,
+        help="share of each partner's bids to keep on the validation set (default 0.99)",
+    )
+    train.add_argument(
+        "--partner-recall",
+        action="append",
+        default=[],
+        metavar="PARTNER=RECALL",
+        help="override the target recall for one partner (repeatable)",
+    )
+    train.add_argument(
+        "--trees", type=int, default=300, help="maximum boosting rounds (default 300)"
+    )
+    train.add_argument("--max-depth", type=int, default=6, help="tree depth (default 6)")
+    train.add_argument("--learning-rate", type=float, default=0.15, help="shrinkage (default 0.15)")
+    train.add_argument(
+        "--early-stopping",
+        type=int,
+        default=20,
+        help="stop after N rounds without improvement (default 20)",
+    )
+    train.add_argument(
+        "--negative-rate",
+        type=float,
+        default=0.25,
+        help="share of non-bid training rows kept, reweighted to stay calibrated (default 0.25)",
+    )
+    train.add_argument(
+        "--valid-fraction", type=float, default=0.1, help="validation share (default 0.1)"
+    )
+    train.add_argument(
+        "--test-fraction", type=float, default=0.1, help="test share, the latest (default 0.1)"
+    )
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+    model = commands.add_parser("model", help="List, inspect and promote published model versions.")
+    model_commands = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+
+    def model_command(
+        name: str, handler: Callable[..., int], help_text: str
+    ) -> argparse.ArgumentParser:
+        sub = model_commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        sub.add_argument("--json", action="store_true", help="print one JSON document for machines")
+        store_flags(sub)
+        return sub
+
+    model_command("list", cmd_model_list, "List versions, oldest first; * marks LATEST.")
+    show = model_command("show", cmd_model_show, "Show a version's manifest and test metrics.")
+    show.add_argument("version", nargs="?", help="version id (default: LATEST)")
+    promote = model_command(
+        "promote", cmd_model_promote, "Point LATEST at a version: roll forward or back."
+    )
+    promote.add_argument("version", help="version id")
+
+    demo = command(
+        "demo",
+        cmd_demo,
+        "Run the whole path on a laptop: synthetic logs, training, evaluation, a published model.",
+    )
+    demo.add_argument("--workdir", default=".bidfilter/demo", help="where logs and the store go")
+    demo.add_argument(
+        "--requests", type=int, default=200_000, help="synthetic requests (default 200000)"
+    )
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from bidfilter.artifact import ArtifactError, StoreError
+    from bidfilter.logging_setup import configure_logging
+
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(
+        args.log_level or settings.log_level, bool(args.log_json or settings.log_json)
+    )
+    handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+    try:
+        return handler(args, settings)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, OSError, ArtifactError, StoreError) as error:
+        # Library errors carry the field and message; show them without a traceback.
+        log.error("%s", error)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

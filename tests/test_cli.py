@@ -1,0 +1,114 @@
+"""The ``bidfilter`` command: help, JSON output, the training path and model management."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bidfilter.cli import main
+
+SUBCOMMANDS = ["synth", "import-ipinyou", "import-jsonl", "train", "demo"]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_command_explains_itself(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "--json" in out
+    assert len(out.splitlines()) > 4
+
+
+@pytest.mark.parametrize("action", ["list", "show", "promote"])
+def test_model_actions_explain_themselves(action: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["model", action, "--help"])
+    assert exited.value.code == 0
+    assert "--store" in capsys.readouterr().out
+
+
+def test_console_script_is_installed() -> None:
+    done = subprocess.run(
+        [Path(sys.executable).parent / "bidfilter", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.startswith("bidfilter ")
+
+
+def test_synth_train_and_model_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    logs, store = tmp_path / "logs", tmp_path / "store"
+    code, out, _ = run(
+        capsys,
+        "synth",
+        "--requests",
+        "3000",
+        "--partners",
+        "4",
+        "--days",
+        "2",
+        "--out",
+        str(logs),
+        "--json",
+    )
+    assert code == 0
+    assert json.loads(out)["requests"] == 3000
+
+    code, out, _ = run(
+        capsys, "train", "--logs", str(logs), "--store", str(store), "--trees", "20", "--json"
+    )
+    assert code == 0
+    first = json.loads(out)
+    assert first["test"]["bid_recall"] > 0.8
+    code, out, _ = run(
+        capsys, "train", "--logs", str(logs), "--store", str(store), "--trees", "10", "--json"
+    )
+    second = json.loads(out)["version"]
+
+    code, out, _ = run(capsys, "model", "list", "--store", str(store), "--json")
+    listing = json.loads(out)
+    assert listing["versions"] == sorted([first["version"], second])
+    assert listing["latest"] == second
+
+    code, out, _ = run(capsys, "model", "promote", first["version"], "--store", str(store))
+    assert code == 0
+    assert f"LATEST -> {first['version']}" in out
+    code, out, _ = run(capsys, "model", "show", "--store", str(store), "--json")
+    shown = json.loads(out)
+    assert shown["version"] == first["version"]
+    assert shown["latest"] is True
+    assert set(shown["thresholds"]) == {"dsp-01", "dsp-02", "dsp-03", "dsp-04"}
+
+    code, out, _ = run(capsys, "model", "show", "--store", str(store))
+    assert "(LATEST)" in out and "thresholds" in out
+
+
+def test_errors_name_the_problem_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "model", "promote", "nope-version", "--store", str(tmp_path))
+    assert code == 2
+    assert "version" in err
+    assert "Traceback" not in err
+    code, _, err = run(
+        capsys, "train", "--logs", str(tmp_path / "missing"), "--store", str(tmp_path)
+    )
+    assert code == 2
+    assert "missing" in err
+
+
+def test_bad_partner_recall_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit, match="PARTNER=RECALL"):
+        main(["train", "--logs", str(tmp_path), "--partner-recall", "dsp-01"])

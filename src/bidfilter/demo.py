@@ -31,7 +31,9 @@ def run_demo(workdir: Path, *, requests: int, seed: int, as_json: bool) -> int:
     say(f"      overall bid rate {synth.overall_bid_rate:.2%}")
     say(f"[2/3] training and publishing to {store_dir}")
     store = open_store(str(store_dir))
-    result = train(logs, store, TrainConfig(), progress=interactive, on_stage=lambda m: say(f"      {m}"))
+    result = train(
+        logs, store, TrainConfig(), progress=interactive, on_stage=lambda m: say(f"      {m}")
+    )
     version_dir = store_dir / "versions" / result.version
     summary = {
         "logs": str(logs),
@@ -48,7 +50,8 @@ def run_demo(workdir: Path, *, requests: int, seed: int, as_json: bool) -> int:
     say(f"      bid recall   {test['bid_recall']:.2%}  (target 99% per partner)")
     say(f"      call savings {test['call_savings']:.2%}")
     if "oracle_call_savings" in test:
-        say(f"      oracle       {test['oracle_call_savings']:.2%}  (a perfect model at the same recall)")
+        oracle = test["oracle_call_savings"]
+        say(f"      oracle       {oracle:.2%}  (a perfect model at the same recall)")
     say(f"      report {summary['report']}")
     for plot in summary["plots"]:
         say(f"      plot   {plot}")

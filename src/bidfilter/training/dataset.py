@@ -100,7 +100,7 @@ def _utc(ms: int) -> dt.datetime:
 def build_dataset(
     logs: str | os.PathLike[str],
     config: DatasetConfig | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> TrainingData:
     """Read every log record once and return the train/validation/test rows.
 

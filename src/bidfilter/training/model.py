@@ -45,7 +45,7 @@ class ModelConfig:
 
 
 class _Progress(xgb.callback.TrainingCallback):
-    def __init__(self, step: Callable[[int], None]) -> None:
+    def __init__(self, step: Callable[[int], object]) -> None:
         super().__init__()
         self._step = step
 
@@ -80,7 +80,7 @@ class BidModel:
         valid: SplitRows,
         spec: FeatureSpec,
         config: ModelConfig | None = None,
-        progress: Callable[[int], None] | None = None,
+        progress: Callable[[int], object] | None = None,
     ) -> BidModel:
         """Boost up to ``config.trees`` trees, stopping early on validation log-loss."""
         config = config or ModelConfig()

@@ -123,3 +123,16 @@ def synth_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "logs"
     generate(out, requests=4000, partners=6, seed=7, days=3)
     return out
+
+
+@pytest.fixture(scope="session")
+def trained_store(synth_logs: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A local store holding one small model trained on ``synth_logs``: (store dir, version)."""
+    from bidfilter.artifact import open_store
+    from bidfilter.training.model import ModelConfig
+    from bidfilter.training.pipeline import TrainConfig, train
+
+    store_dir = tmp_path_factory.mktemp("trained-store")
+    config = TrainConfig(model=ModelConfig(trees=40, learning_rate=0.3, early_stopping_rounds=5))
+    result = train(synth_logs, open_store(str(store_dir)), config)
+    return store_dir, result.version

@@ -1,0 +1,19 @@
+"""Scoring: a verified model version and the per-partner decisions made with it."""
+
+from bidfilter.scoring.decide import (
+    UNKNOWN_PARTNER_PROBABILITY,
+    Decision,
+    decide,
+    exploration_draw,
+    fail_open,
+)
+from bidfilter.scoring.serving_model import ServingModel
+
+__all__ = [
+    "UNKNOWN_PARTNER_PROBABILITY",
+    "Decision",
+    "ServingModel",
+    "decide",
+    "exploration_draw",
+    "fail_open",
+]

@@ -2,7 +2,6 @@
 
 from bidfilter.scoring.decide import (
     UNKNOWN_PARTNER_PROBABILITY,
-    Decision,
     decide,
     exploration_draw,
     fail_open,
@@ -11,7 +10,6 @@ from bidfilter.scoring.serving_model import ServingModel
 
 __all__ = [
     "UNKNOWN_PARTNER_PROBABILITY",
-    "Decision",
     "ServingModel",
     "decide",
     "exploration_draw",

@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from bidfilter.openrtb.model import BidRequest
 from bidfilter.scoring.serving_model import ServingModel
 
+# Decisions are built as the wire struct itself: no copy between scoring and encoding.
+from bidfilter.thrift.types import PartnerDecision
+
 UNKNOWN_PARTNER_PROBABILITY = -1.0
 _CRC_SPAN = float(1 << 32)
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    partner: str
-    bid_probability: float
-    send: bool
-    explore: bool
-    threshold: float
 
 
 def exploration_draw(request_id: str, partner: str) -> float:
@@ -36,7 +29,7 @@ def decide(
     candidates: Sequence[str] | None,
     now_ms: int,
     exploration_rate: float = 0.01,
-) -> list[Decision]:
+) -> list[PartnerDecision]:
     """One decision per candidate, in candidate order (all the model's partners when None).
 
     A partner the model does not know is sent (fail open for that partner) with probability -1.
@@ -55,7 +48,7 @@ def decide(
     for partner in partners:
         code = codes.get(partner)
         if code is None:
-            decisions.append(Decision(partner, UNKNOWN_PARTNER_PROBABILITY, True, False, 0.0))
+            decisions.append(PartnerDecision(partner, UNKNOWN_PARTNER_PROBABILITY, True, False, 0.0))
             continue
         score = scores[partner]
         threshold = float(model.thresholds[code])
@@ -65,11 +58,11 @@ def decide(
             and exploration_rate > 0
             and exploration_draw(request.id, partner) < exploration_rate
         )
-        decisions.append(Decision(partner, score, send or explore, explore, threshold))
+        decisions.append(PartnerDecision(partner, score, send or explore, explore, threshold))
     return decisions
 
 
-def fail_open(candidates: Sequence[str] | None, model: ServingModel | None) -> list[Decision]:
+def fail_open(candidates: Sequence[str] | None, model: ServingModel | None) -> list[PartnerDecision]:
     """Every candidate sent: the answer when the filter cannot (or must not) decide."""
     partners: Sequence[str] = (
         candidates if candidates is not None else (model.partners if model is not None else ())
@@ -77,7 +70,7 @@ def fail_open(candidates: Sequence[str] | None, model: ServingModel | None) -> l
     thresholds = model.thresholds if model is not None else np.empty(0)
     codes = model.encoder.partner_codes if model is not None else {}
     return [
-        Decision(
+        PartnerDecision(
             partner,
             UNKNOWN_PARTNER_PROBABILITY,
             True,

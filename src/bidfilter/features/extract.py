@@ -16,6 +16,25 @@ from bidfilter.openrtb.model import BidRequest
 NAN = math.nan
 _MS_PER_HOUR = 3_600_000
 
+# Floors are compared in USD. Rates are fixed and approximate on purpose: a feature only needs
+# floors on one scale, and a model is retrained far more often than these rates drift much.
+# A currency missing here makes the floor unknown (NaN) rather than wrong.
+USD_PER_UNIT: dict[str, float] = {
+    "USD": 1.0,
+    "EUR": 1.08,
+    "GBP": 1.27,
+    "CAD": 0.73,
+    "AUD": 0.66,
+    "JPY": 0.0067,
+    "CNY": 0.14,
+    "INR": 0.012,
+    "BRL": 0.2,
+    "MXN": 0.055,
+    "CHF": 1.13,
+    "SEK": 0.095,
+    "PLN": 0.25,
+}
+
 NUMERIC_FEATURES: tuple[str, ...] = (
     "is_app",
     "imp_count",
@@ -96,8 +115,13 @@ def extract(request: BidRequest, ts_ms: int) -> tuple[list[float], list[str | No
             video = imp.video
         has_native = has_native or imp.native is not None
         has_audio = has_audio or imp.audio is not None
-        floor_max = max(floor_max, imp.bidfloor)
-        floor_min = min(floor_min, imp.bidfloor)
+        # OpenRTB: bidfloorcur defaults to USD.
+        floor = imp.bidfloor * USD_PER_UNIT.get(imp.bidfloorcur or "USD", NAN)
+        if math.isnan(floor):  # one floor in an unknown currency makes the range unknown
+            floor_max = floor_min = NAN
+        elif not math.isnan(floor_max):
+            floor_max = max(floor_max, floor)
+            floor_min = min(floor_min, floor)
         if imp.pmp is not None:
             deals += len(imp.pmp.deals or ())
             private_auction = max(private_auction, imp.pmp.private_auction or 0)

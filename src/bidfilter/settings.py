@@ -3,17 +3,48 @@ and passed down explicitly (nothing below the CLI reads the environment)."""
 
 from __future__ import annotations
 
+import os
+
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bidfilter.artifact import DEFAULT_STORE_URI
 
 
 class Settings(BaseSettings):
-    """Defaults for every command; a flag given on the command line wins over the environment."""
+    """Defaults for every command; a flag given on the command line wins over the environment.
+
+    Every field can be set as ``BIDFILTER_<NAME>`` (e.g. ``BIDFILTER_STORE=s3://bucket/models``),
+    which is how containers configure ``bidfilter serve``.
+    """
 
     model_config = SettingsConfigDict(env_prefix="BIDFILTER_", extra="ignore")
 
+    # --- shared
     store: str = DEFAULT_STORE_URI
     s3_endpoint_url: str | None = None
     log_level: str = "INFO"
     log_json: bool = False
+
+    # --- serve: network
+    host: str = "127.0.0.1"
+    port: int = Field(default=9090, ge=0, le=65535)
+    metrics_port: int = Field(default=9100, ge=0, le=65535)
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    max_connections: int = Field(default=4096, ge=1, description="per worker")
+    idle_timeout_s: float = Field(default=300.0, gt=0)
+    read_timeout_s: float = Field(default=10.0, gt=0, description="to finish a started message")
+    max_message_bytes: int = Field(default=1 << 20, ge=1024)
+    max_candidates: int = Field(default=1000, ge=1, description="per request")
+    max_batch: int = Field(default=1000, ge=1, description="requests per filter_batch")
+
+    # --- serve: decisions
+    exploration_rate: float = Field(default=0.01, ge=0, le=1)
+    deadline_share_of_tmax: float = Field(default=0.5, gt=0, le=1)
+    default_deadline_ms: float = Field(default=50.0, gt=0)
+    max_pending_calls: int = Field(default=512, ge=1, description="per worker, then shed")
+
+    # --- serve: model lifecycle
+    poll_s: float = Field(default=30.0, gt=0)
+    cache_dir: str = ".bidfilter/cache"
+    drain_s: float = Field(default=10.0, ge=0)

@@ -1,0 +1,1 @@
+"""``bidfilter serve``: the Thrift inference server (supervisor, workers, codec loop, metrics)."""

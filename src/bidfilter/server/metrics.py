@@ -1,0 +1,260 @@
+"""Counters shared by the worker processes, and their Prometheus text rendering.
+
+Each worker owns one row of a float64 matrix in shared memory and only ever adds to it; the
+supervisor sums the rows when ``/metrics`` is scraped. A replaced worker takes over its
+predecessor's row, so counters never go backwards. The hot path is a handful of numpy element
+updates per call, with no locks and no syscalls.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from multiprocessing import shared_memory
+
+import numpy as np
+
+METHODS = ("filter", "filter_batch", "model_info", "ping", "other")
+RESULTS = (
+    "scored",
+    "fail_open_no_model",
+    "fail_open_deadline",
+    "fail_open_overload",
+    "fail_open_error",
+    "invalid",
+    "ok",
+    "rejected",
+)
+RESULT_OF_OUTCOME = RESULTS[:5]  # Outcome enum value -> result name
+INVALID, OK, REJECTED = 5, 6, 7
+LATENCY_BOUNDS_US = (
+    50,
+    100,
+    200,
+    300,
+    500,
+    750,
+    1000,
+    2000,
+    5000,
+    10_000,
+    50_000,
+    250_000,
+    1_000_000,
+)
+MAX_PARTNERS = 1024
+UNKNOWN_PARTNER_SLOT = MAX_PARTNERS - 1  # candidates the model does not know
+
+_N_BUCKETS = len(LATENCY_BOUNDS_US) + 1
+_CALLS = 0
+_LATENCY = _CALLS + len(METHODS) * len(RESULTS)  # per method: buckets, then sum (µs)
+_PARTNERS = _LATENCY + len(METHODS) * (_N_BUCKETS + 1)  # decisions, sent, explored
+_GAUGES = _PARTNERS + 3 * MAX_PARTNERS
+GAUGES = (
+    "connections_open",
+    "connections_total",
+    "connections_refused",
+    "connections_timed_out",
+    "protocol_errors",
+    "pending_calls",
+    "model_generation",
+    "model_load_failures",
+)
+WIDTH = _GAUGES + len(GAUGES)
+_GAUGE_INDEX = {name: _GAUGES + i for i, name in enumerate(GAUGES)}
+
+
+class MetricsBoard:
+    """The shared matrix: one row per worker slot. Create in the supervisor, attach in workers."""
+
+    def __init__(self, slots: int, name: str | None = None) -> None:
+        size = slots * WIDTH * 8
+        if name is None:
+            self._memory = shared_memory.SharedMemory(create=True, size=size)
+            self._owner = True
+        else:
+            self._memory = shared_memory.SharedMemory(name=name)
+            self._owner = False
+        self.name = self._memory.name
+        self.slots = slots
+        self.matrix: np.ndarray = np.ndarray(
+            (slots, WIDTH), dtype=np.float64, buffer=self._memory.buf
+        )
+        if self._owner:
+            self.matrix[:] = 0.0
+
+    def worker(self, slot: int) -> WorkerMetrics:
+        return WorkerMetrics(self.matrix[slot])
+
+    def close(self) -> None:
+        del self.matrix
+        self._memory.close()
+        if self._owner:
+            self._memory.unlink()
+
+    def totals(self) -> np.ndarray:
+        return np.asarray(self.matrix.sum(axis=0))
+
+    def gauge(self, slot: int, name: str) -> float:
+        return float(self.matrix[slot, _GAUGE_INDEX[name]])
+
+
+class WorkerMetrics:
+    """One worker's row, with the few operations the hot path needs."""
+
+    __slots__ = ("_row",)
+
+    def __init__(self, row: np.ndarray) -> None:
+        self._row = row
+
+    def call(self, method: int, result: int, latency_us: float) -> None:
+        row = self._row
+        row[_CALLS + method * len(RESULTS) + result] += 1
+        base = _LATENCY + method * (_N_BUCKETS + 1)
+        row[base + bisect.bisect_left(LATENCY_BOUNDS_US, latency_us)] += 1
+        row[base + _N_BUCKETS] += latency_us
+
+    def partners(self, slots: np.ndarray, sent: np.ndarray, explored: np.ndarray) -> None:
+        """Count one decision per partner slot; ``sent``/``explored`` are 0/1 arrays."""
+        row = self._row
+        row[_PARTNERS + slots] += 1
+        row[_PARTNERS + MAX_PARTNERS + slots] += sent
+        row[_PARTNERS + 2 * MAX_PARTNERS + slots] += explored
+
+    def add(self, gauge: str, amount: float = 1.0) -> None:
+        self._row[_GAUGE_INDEX[gauge]] += amount
+
+    def set(self, gauge: str, value: float) -> None:
+        self._row[_GAUGE_INDEX[gauge]] = value
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(**labels: str) -> str:
+    return "{" + ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items()) + "}"
+
+
+def render(
+    totals: np.ndarray,
+    *,
+    partners: Sequence[str],
+    model_version: str | None,
+    workers_alive: int,
+    workers_configured: int,
+    worker_restarts: int,
+    reloads: dict[str, int],
+) -> str:
+    """Prometheus text exposition (format 0.0.4) of the summed counters."""
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+
+    metric("bidfilter_calls_total", "counter", "Thrift calls answered, by method and result.")
+    for m, method in enumerate(METHODS):
+        for r, result in enumerate(RESULTS):
+            value = totals[_CALLS + m * len(RESULTS) + r]
+            if value:
+                lines.append(
+                    f"bidfilter_calls_total{_labels(method=method, result=result)} {value:.0f}"
+                )
+
+    metric(
+        "bidfilter_call_latency_seconds", "histogram", "Time from receiving a call to its reply."
+    )
+    for m, method in enumerate(METHODS):
+        base = _LATENCY + m * (_N_BUCKETS + 1)
+        buckets = totals[base : base + _N_BUCKETS]
+        if not buckets.any():
+            continue
+        cumulative = np.cumsum(buckets)
+        bucket = "bidfilter_call_latency_seconds_bucket"
+        for bound, count in zip(LATENCY_BOUNDS_US, cumulative, strict=False):
+            lines.append(f"{bucket}{_labels(method=method, le=f'{bound / 1e6:g}')} {count:.0f}")
+        lines.append(f"{bucket}{_labels(method=method, le='+Inf')} {cumulative[-1]:.0f}")
+        total_s = totals[base + _N_BUCKETS] / 1e6
+        lines.append(f"bidfilter_call_latency_seconds_sum{_labels(method=method)} {total_s:.6f}")
+        lines.append(
+            f"bidfilter_call_latency_seconds_count{_labels(method=method)} {cumulative[-1]:.0f}"
+        )
+
+    names = [*partners[: MAX_PARTNERS - 1]]
+    slots = [*range(len(names)), UNKNOWN_PARTNER_SLOT]
+    names.append("_unknown")
+    decisions = totals[_PARTNERS : _PARTNERS + MAX_PARTNERS]
+    sent = totals[_PARTNERS + MAX_PARTNERS : _PARTNERS + 2 * MAX_PARTNERS]
+    explored = totals[_PARTNERS + 2 * MAX_PARTNERS : _PARTNERS + 3 * MAX_PARTNERS]
+    for name, kind, values, help_text in (
+        ("bidfilter_partner_decisions_total", "counter", decisions, "Per-partner decisions made."),
+        ("bidfilter_partner_sent_total", "counter", sent, "Decisions to send the request."),
+        (
+            "bidfilter_partner_explored_total",
+            "counter",
+            explored,
+            "Sent below threshold, to explore.",
+        ),
+    ):
+        metric(name, kind, help_text)
+        for partner, slot in zip(names, slots, strict=True):
+            if decisions[slot]:
+                lines.append(f"{name}{_labels(partner=partner)} {values[slot]:.0f}")
+    for name, values, help_text in (
+        ("bidfilter_partner_send_rate", sent, "Share of decisions that send, since start."),
+        (
+            "bidfilter_partner_explore_rate",
+            explored,
+            "Share of decisions that explore, since start.",
+        ),
+    ):
+        metric(name, "gauge", help_text)
+        for partner, slot in zip(names, slots, strict=True):
+            if decisions[slot]:
+                lines.append(
+                    f"{name}{_labels(partner=partner)} {values[slot] / decisions[slot]:.6f}"
+                )
+
+    metric("bidfilter_model_info", "gauge", "The model version being served (value 1).")
+    if model_version is not None:
+        lines.append(f"bidfilter_model_info{_labels(version=model_version)} 1")
+    metric("bidfilter_model_loaded", "gauge", "1 when a model is loaded, else 0 (fail open).")
+    lines.append(f"bidfilter_model_loaded {1 if model_version else 0}")
+    metric("bidfilter_model_reloads_total", "counter", "Model versions loaded or refused.")
+    for result in ("success", "failure"):
+        lines.append(
+            f"bidfilter_model_reloads_total{_labels(result=result)} {reloads.get(result, 0)}"
+        )
+
+    metric("bidfilter_workers", "gauge", "Worker processes alive and configured.")
+    lines.append(f"bidfilter_workers{_labels(state='alive')} {workers_alive}")
+    lines.append(f"bidfilter_workers{_labels(state='configured')} {workers_configured}")
+    metric("bidfilter_worker_restarts_total", "counter", "Worker processes replaced after dying.")
+    lines.append(f"bidfilter_worker_restarts_total {worker_restarts}")
+    for gauge, name, kind, help_text in (
+        ("connections_open", "bidfilter_connections_open", "gauge", "Thrift connections open."),
+        ("connections_total", "bidfilter_connections_total", "counter", "Connections accepted."),
+        (
+            "connections_refused",
+            "bidfilter_connections_refused_total",
+            "counter",
+            "Connections closed at once: over the limit.",
+        ),
+        (
+            "connections_timed_out",
+            "bidfilter_connections_timed_out_total",
+            "counter",
+            "Connections closed for idleness or a stalled message.",
+        ),
+        (
+            "protocol_errors",
+            "bidfilter_protocol_errors_total",
+            "counter",
+            "Connections closed for bytes that are not Thrift.",
+        ),
+        ("pending_calls", "bidfilter_pending_calls", "gauge", "Calls received, not yet answered."),
+    ):
+        metric(name, kind, help_text)
+        lines.append(f"{name} {totals[_GAUGE_INDEX[gauge]]:.0f}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,159 @@
+"""The application: answers the service's methods with a model, or fails open without one.
+
+No I/O here: the connection layer hands in decoded calls with the time they arrived, and gets
+back the wire structs to encode. A call reads ``self.model`` once, so a hot swap between two
+calls never mixes versions inside one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from bidfilter.openrtb import InvalidRequestError, ParseLimits, parse_bid_request
+from bidfilter.scoring import ServingModel, decide, fail_open
+from bidfilter.server import metrics as m
+from bidfilter.settings import Settings
+from bidfilter.thrift import FilterRequest, FilterResponse, ModelInfo, Outcome, PartnerDecision
+
+log = logging.getLogger(__name__)
+
+
+class FilterService:
+    def __init__(self, settings: Settings, metrics: m.WorkerMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.model: ServingModel | None = None
+        self.generation = 0
+        self._limits = ParseLimits(max_bytes=settings.max_message_bytes)
+        self._errors_logged = 0
+
+    def swap(self, model: ServingModel, generation: int) -> None:
+        previous = self.model
+        self.model = model
+        self.generation = generation
+        self.metrics.set("model_generation", generation)
+        log.info(
+            "serving model %s (was %s)", model.version, previous.version if previous else "none"
+        )
+
+    # --- methods ------------------------------------------------------------------------------
+
+    def filter(self, request: FilterRequest, arrived_ns: int, shed: bool) -> FilterResponse:
+        """Decide for one request. Raises ``InvalidRequestError`` for a request to refuse."""
+        response = self._filter(request, arrived_ns, shed)
+        latency_us = (time.perf_counter_ns() - arrived_ns) / 1000
+        response.server_us = int(latency_us)
+        self.metrics.call(0, int(response.outcome), latency_us)
+        return response
+
+    def filter_batch(
+        self, requests: Sequence[FilterRequest], arrived_ns: int, shed: bool
+    ) -> list[FilterResponse]:
+        """Decide for each request; an invalid one gets ``error`` set and everyone sent."""
+        if len(requests) > self.settings.max_batch:
+            raise InvalidRequestError(
+                "requests", f"{len(requests)} requests, over the {self.settings.max_batch} limit"
+            )
+        responses = []
+        for request in requests:
+            try:
+                response = self._filter(request, arrived_ns, shed)
+            except InvalidRequestError as error:
+                response = FilterResponse(
+                    request_id="",
+                    decisions=fail_open(request.candidates, self.model),
+                    model_version=self.model.version if self.model else "",
+                    outcome=Outcome.FAIL_OPEN_ERROR,
+                    error=str(error),
+                )
+            response.server_us = (time.perf_counter_ns() - arrived_ns) // 1000
+            responses.append(response)
+        latency_us = (time.perf_counter_ns() - arrived_ns) / 1000
+        self.metrics.call(1, m.OK, latency_us)
+        return responses
+
+    def model_info(self) -> ModelInfo:
+        model = self.model
+        if model is None:
+            return ModelInfo(version="", partners=[], thresholds={}, loaded_at="")
+        return ModelInfo(
+            version=model.version,
+            partners=list(model.partners),
+            thresholds=dict(zip(model.partners, model.thresholds.tolist(), strict=True)),
+            loaded_at=model.loaded_at,
+        )
+
+    # --- the decision ---------------------------------------------------------------------------
+
+    def _deadline_ms(self, request: FilterRequest, tmax: int | None) -> float:
+        if request.deadline_ms is not None and request.deadline_ms > 0:
+            return float(request.deadline_ms)
+        if tmax:
+            return tmax * self.settings.deadline_share_of_tmax
+        return self.settings.default_deadline_ms
+
+    def _filter(self, request: FilterRequest, arrived_ns: int, shed: bool) -> FilterResponse:
+        candidates = request.candidates
+        if candidates is not None and len(candidates) > self.settings.max_candidates:
+            raise InvalidRequestError(
+                "candidates",
+                f"{len(candidates)} candidates, over the {self.settings.max_candidates} limit",
+            )
+        bid_request = parse_bid_request(request.openrtb, self._limits)
+        model = self.model
+        outcome = Outcome.SCORED
+        decisions: list[PartnerDecision]
+        error = None
+        if model is None:
+            outcome = Outcome.FAIL_OPEN_NO_MODEL
+        elif shed:
+            outcome = Outcome.FAIL_OPEN_OVERLOAD
+        else:
+            waited_ms = (time.perf_counter_ns() - arrived_ns) / 1e6
+            if waited_ms >= self._deadline_ms(request, bid_request.tmax):
+                outcome = Outcome.FAIL_OPEN_DEADLINE
+        if outcome is Outcome.SCORED and model is not None:
+            try:
+                decisions = decide(
+                    model,
+                    bid_request,
+                    candidates,
+                    time.time_ns() // 1_000_000,
+                    self.settings.exploration_rate,
+                )
+            except Exception as exc:
+                outcome = Outcome.FAIL_OPEN_ERROR
+                error = f"internal error: {type(exc).__name__}"
+                if self._errors_logged < 10:
+                    self._errors_logged += 1
+                    log.exception("scoring failed; failing open")
+        if outcome is not Outcome.SCORED:
+            decisions = fail_open(candidates, model)
+        self._count_partners(model, decisions)
+        return FilterResponse(
+            request_id=bid_request.id,
+            decisions=decisions,
+            model_version=model.version if model is not None else "",
+            outcome=outcome,
+            error=error,
+        )
+
+    def _count_partners(self, model: ServingModel | None, decisions: list[PartnerDecision]) -> None:
+        if not decisions:
+            return
+        codes = model.encoder.partner_codes if model is not None else {}
+        slots = np.fromiter(
+            (codes.get(d.partner, m.UNKNOWN_PARTNER_SLOT) for d in decisions),
+            dtype=np.intp,
+            count=len(decisions),
+        )
+        np.minimum(slots, m.UNKNOWN_PARTNER_SLOT, out=slots)
+        sent = np.fromiter((d.send for d in decisions), dtype=np.float64, count=len(decisions))
+        explored = np.fromiter(
+            (d.explore for d in decisions), dtype=np.float64, count=len(decisions)
+        )
+        self.metrics.partners(slots, sent, explored)

@@ -1,0 +1,217 @@
+"""The supervisor: N worker processes on one port, the model watcher, and the HTTP side port.
+
+It owns what must exist once per server: the port (held open with SO_REUSEPORT so replacement
+workers can join it), the shared metrics, the model lifecycle (poll, fetch, verify, then tell
+the workers), and shutdown (SIGTERM: workers drain and exit, then the supervisor does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import signal
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+
+from bidfilter.artifact import ModelStore
+from bidfilter.server.http_side import serve_http
+from bidfilter.server.metrics import MetricsBoard, render
+from bidfilter.server.reload import LoadedVersion, ModelWatcher
+from bidfilter.server.worker import listening_socket, run_worker
+from bidfilter.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_RESPAWN_MIN_INTERVAL_S = 1.0
+
+
+@dataclass
+class WorkerHandle:
+    slot: int
+    process: BaseProcess
+    control: Connection
+    started: float = field(default_factory=time.monotonic)
+    ready: bool = False
+    generation: int = 0
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, store: ModelStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.workers: dict[int, WorkerHandle] = {}
+        self.restarts = 0
+        self.stopping = False
+        self.port = settings.port
+        self._context = multiprocessing.get_context("spawn")
+        self._board: MetricsBoard | None = None
+        self._watcher: ModelWatcher | None = None
+
+    def run(self) -> int:
+        asyncio.run(self._main())
+        return 0
+
+    async def _main(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        settings = self.settings
+        # Bound, never listening: it reserves the port (port 0 picks one) without taking
+        # connections, so workers can come and go.
+        reservation = listening_socket(settings.host, settings.port, listen=False)
+        self.port = reservation.getsockname()[1]
+        self._board = MetricsBoard(settings.workers)
+        self._watcher = ModelWatcher(
+            self.store, Path(settings.cache_dir), settings.poll_s, self._broadcast
+        )
+        await self._watcher.check()
+        for slot in range(settings.workers):
+            self._spawn(slot)
+        http = await serve_http(
+            settings.host,
+            settings.metrics_port,
+            {"/healthz": self._healthz, "/readyz": self._readyz, "/metrics": self._metrics},
+        )
+        log.info(
+            "bidfilter serving Thrift on %s:%d with %d workers; HTTP side port %d; store %s",
+            settings.host,
+            self.port,
+            settings.workers,
+            settings.metrics_port,
+            self.store.uri,
+        )
+        tasks = [
+            asyncio.create_task(self._watcher.run()),
+            asyncio.create_task(self._monitor()),
+        ]
+        await stop.wait()
+        self.stopping = True
+        log.info("stopping: draining workers (up to %.0f s)", settings.drain_s)
+        for task in tasks:
+            task.cancel()
+        await self._stop_workers()
+        http.close()
+        reservation.close()
+        self._board.close()
+        log.info("stopped")
+
+    # --- workers ----------------------------------------------------------------------------------
+
+    def _spawn(self, slot: int) -> None:
+        assert self._board is not None and self._watcher is not None
+        current = self._watcher.current
+        initial = (str(current.path), current.generation) if current else None
+        parent, child = self._context.Pipe()
+        process = self._context.Process(
+            target=run_worker,
+            args=(
+                self.settings,
+                slot,
+                self.port,
+                self._board.name,
+                self._board.slots,
+                child,
+                initial,
+            ),
+            name=f"bidfilter-worker-{slot}",
+        )
+        process.start()
+        child.close()
+        handle = WorkerHandle(slot, process, parent)
+        self.workers[slot] = handle
+        asyncio.get_running_loop().add_reader(parent.fileno(), self._on_message, handle)
+
+    def _on_message(self, handle: WorkerHandle) -> None:
+        try:
+            message = handle.control.recv()
+        except (EOFError, OSError):
+            asyncio.get_running_loop().remove_reader(handle.control.fileno())
+            return
+        kind = message[0]
+        if kind == "ready":
+            handle.ready = True
+        elif kind == "loaded":
+            handle.generation = max(handle.generation, message[1])
+        elif kind == "refused":
+            log.error("worker %d refused generation %d: %s", handle.slot, message[1], message[2])
+
+    def _broadcast(self, version: LoadedVersion) -> None:
+        for handle in self.workers.values():
+            if handle.process.is_alive():
+                # A dead pipe means a dead worker: the monitor replaces it, with this version.
+                with contextlib.suppress(OSError):
+                    handle.control.send(("load", str(version.path), version.generation))
+
+    async def _monitor(self) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            for slot, handle in list(self.workers.items()):
+                if handle.process.is_alive() or self.stopping:
+                    continue
+                log.error(
+                    "worker %d (pid %s) exited with code %s; replacing it",
+                    slot,
+                    handle.process.pid,
+                    handle.process.exitcode,
+                )
+                asyncio.get_running_loop().remove_reader(handle.control.fileno())
+                handle.control.close()
+                wait = _RESPAWN_MIN_INTERVAL_S - (time.monotonic() - handle.started)
+                if wait > 0:  # a worker dying at start would otherwise spin the CPU
+                    await asyncio.sleep(wait)
+                self.restarts += 1
+                self._spawn(slot)
+
+    async def _stop_workers(self) -> None:
+        for handle in self.workers.values():
+            if handle.process.is_alive():
+                handle.process.terminate()  # SIGTERM: the worker drains, then exits
+        deadline = time.monotonic() + self.settings.drain_s + 5.0
+        while time.monotonic() < deadline and any(
+            h.process.is_alive() for h in self.workers.values()
+        ):
+            await asyncio.sleep(0.05)
+        for handle in self.workers.values():
+            if handle.process.is_alive():
+                log.error("worker %d did not drain in time; killing it", handle.slot)
+                handle.process.kill()
+            handle.process.join(timeout=1.0)
+
+    # --- HTTP side port -------------------------------------------------------------------------
+
+    def _alive(self) -> list[WorkerHandle]:
+        return [h for h in self.workers.values() if h.process.is_alive()]
+
+    def _healthz(self) -> tuple[int, str, bytes]:
+        return 200, "text/plain", b"ok\n"
+
+    def _readyz(self) -> tuple[int, str, bytes]:
+        alive = self._alive()
+        if self.stopping:
+            return 503, "text/plain", b"draining\n"
+        if not alive or not all(h.ready for h in alive):
+            return 503, "text/plain", b"workers starting\n"
+        if not all(h.generation > 0 for h in alive):
+            return 503, "text/plain", b"no model loaded (answering fail-open)\n"
+        assert self._watcher is not None and self._watcher.current is not None
+        return 200, "text/plain", f"ready: {self._watcher.current.version}\n".encode()
+
+    def _metrics(self) -> tuple[int, str, bytes]:
+        assert self._board is not None and self._watcher is not None
+        current = self._watcher.current
+        text = render(
+            self._board.totals(),
+            partners=current.partners if current else (),
+            model_version=current.version if current else None,
+            workers_alive=len(self._alive()),
+            workers_configured=self.settings.workers,
+            worker_restarts=self.restarts,
+            reloads={"success": self._watcher.successes, "failure": self._watcher.failures},
+        )
+        return 200, "text/plain; version=0.0.4; charset=utf-8", text.encode()

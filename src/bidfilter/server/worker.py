@@ -1,0 +1,147 @@
+"""A worker process: one event loop serving Thrift on the shared port.
+
+Each worker binds its own listening socket with SO_REUSEPORT, so the kernel spreads new
+connections over the workers. The supervisor talks to a worker over a pipe: it says which
+verified model directory to load, and the worker answers whether it did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from bidfilter.artifact import ArtifactError
+from bidfilter.logging_setup import configure_logging
+from bidfilter.scoring import ServingModel
+from bidfilter.server.connection import ThriftConnection
+from bidfilter.server.dispatch import Dispatcher
+from bidfilter.server.metrics import MetricsBoard
+from bidfilter.server.service import FilterService
+from bidfilter.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def listening_socket(host: str, port: int, *, listen: bool = True) -> socket.socket:
+    """A TCP socket bound with SO_REUSEPORT (the port is shared by every worker)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    if listen:
+        sock.listen(2048)
+        sock.setblocking(False)
+    return sock
+
+
+class Worker:
+    """The state one worker's connections share."""
+
+    def __init__(self, settings: Settings, slot: int, board: MetricsBoard) -> None:
+        self.settings = settings
+        self.slot = slot
+        self.metrics = board.worker(slot)
+        self.service = FilterService(settings, self.metrics)
+        self.dispatcher = Dispatcher(self.service, self.metrics, settings.max_pending_calls)
+        self.connections: set[ThriftConnection] = set()
+        self.draining = False
+
+    async def serve(self, port: int, control: Connection, initial: tuple[str, int] | None) -> None:
+        loop = asyncio.get_running_loop()
+        if initial is not None:
+            model = self._load(*initial, control)
+            if model is not None:
+                self.service.swap(model, initial[1])
+        sock = listening_socket(self.settings.host, port)
+        server = await loop.create_server(lambda: ThriftConnection(self), sock=sock)
+        dispatcher = asyncio.create_task(self.dispatcher.run())
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        control.send(("ready", self.slot))  # before the listener thread: one sender at a time
+        threading.Thread(
+            target=self._listen_to_supervisor, args=(control, loop), daemon=True
+        ).start()
+        await stop.wait()
+        await self._drain(server)
+        dispatcher.cancel()
+
+    async def _drain(self, server: asyncio.Server) -> None:
+        """Stop accepting, answer every call already received, close connections as they idle."""
+        self.draining = True
+        server.close()
+        log.info("worker %d draining %d connections", self.slot, len(self.connections))
+        deadline = asyncio.get_running_loop().time() + self.settings.drain_s
+        while self.connections and asyncio.get_running_loop().time() < deadline:
+            for connection in list(self.connections):
+                connection.close_if_idle()
+            await asyncio.sleep(0.01)
+        for connection in list(self.connections):
+            connection.close()
+        await asyncio.sleep(0)  # let the transports flush and close
+
+    def _load(self, path: str, generation: int, control: Connection) -> ServingModel | None:
+        """Load and verify a model, telling the supervisor how it went."""
+        try:
+            model = ServingModel.load(Path(path))
+        except (ArtifactError, OSError, ValueError) as error:
+            self.metrics.add("model_load_failures")
+            log.error("worker %d refused model at %s: %s", self.slot, path, error)
+            control.send(("refused", generation, str(error)))
+            return None
+        control.send(("loaded", generation, model.version))
+        return model
+
+    def _listen_to_supervisor(self, control: Connection, loop: asyncio.AbstractEventLoop) -> None:
+        # Loading (hashing, parsing the model) happens on this thread; only the swap itself,
+        # one attribute assignment, runs on the event loop, between two calls.
+        while True:
+            try:
+                message = control.recv()
+            except (EOFError, OSError):
+                loop.call_soon_threadsafe(loop.stop)  # the supervisor is gone: so are we
+                return
+            if message[0] == "load":
+                _, path, generation = message
+                model = self._load(path, generation, control)
+                if model is not None:
+                    loop.call_soon_threadsafe(self.service.swap, model, generation)
+
+
+def run_worker(
+    settings: Settings,
+    slot: int,
+    port: int,
+    board_name: str,
+    slots: int,
+    control: Connection,
+    initial: tuple[str, int] | None,
+) -> None:
+    """Entry point of a worker process (spawned by the supervisor)."""
+    configure_logging(settings.log_level, settings.log_json)
+    board = MetricsBoard(slots, name=board_name)
+    worker = Worker(settings, slot, board)
+    try:
+        import uvloop
+
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    except ImportError:  # uvloop is optional; asyncio's own loop is only slower
+        loop_factory = asyncio.new_event_loop
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(worker.serve(port, control, initial))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        board.close()
+    sys.exit(0)

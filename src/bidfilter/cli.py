@@ -196,6 +196,43 @@ def cmd_model_promote(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+_SERVE_FLAGS = (
+    "store",
+    "s3_endpoint_url",
+    "host",
+    "port",
+    "workers",
+    "metrics_port",
+    "poll_s",
+    "cache_dir",
+    "exploration_rate",
+    "deadline_share_of_tmax",
+    "default_deadline_ms",
+    "max_pending_calls",
+    "max_connections",
+    "drain_s",
+)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from bidfilter.artifact import open_store
+    from bidfilter.server.supervisor import Supervisor
+
+    overrides = {
+        name: getattr(args, name) for name in _SERVE_FLAGS if getattr(args, name) is not None
+    }
+    settings = Settings(**{**settings.model_dump(), **overrides})
+    store = open_store(settings.store, endpoint_url=settings.s3_endpoint_url)
+    return Supervisor(settings, store).run()
+
+
+def cmd_idl(args: argparse.Namespace, settings: Settings) -> int:
+    from importlib.resources import files
+
+    print(files("bidfilter").joinpath("idl/bidfilter.thrift").read_text(), end="")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from bidfilter.demo import run_demo
 
@@ -332,6 +369,49 @@ def build_parser() -> argparse.ArgumentParser:
         "promote", cmd_model_promote, "Point LATEST at a version: roll forward or back."
     )
     promote.add_argument("version", help="version id")
+
+    serve = commands.add_parser(
+        "serve",
+        help="Serve bid-filter decisions over Thrift (binary/compact, framed/unframed).",
+        description="Serve bid-filter decisions over Apache Thrift with N worker processes on one"
+        " port, hot-reloading the newest model from the store. Every flag can also be set as a"
+        " BIDFILTER_<NAME> environment variable (e.g. BIDFILTER_PORT=9090).",
+    )
+    serve.set_defaults(handler=cmd_serve)
+    store_flags(serve)
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="Thrift port (default 9090; 0 picks one)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: CPU count)")
+    serve.add_argument(
+        "--metrics-port", type=int, help="HTTP /healthz, /readyz, /metrics port (default 9100)"
+    )
+    serve.add_argument("--poll-s", type=float, help="seconds between LATEST checks (default 30)")
+    serve.add_argument("--cache-dir", help="where fetched versions go (default .bidfilter/cache)")
+    serve.add_argument(
+        "--exploration-rate",
+        type=float,
+        help="share of below-threshold pairs sent anyway, flagged explore (default 0.01)",
+    )
+    serve.add_argument(
+        "--deadline-share-of-tmax",
+        type=float,
+        help="without deadline_ms, fail open after this share of the request's tmax (default 0.5)",
+    )
+    serve.add_argument(
+        "--default-deadline-ms", type=float, help="without deadline_ms or tmax (default 50)"
+    )
+    serve.add_argument(
+        "--max-pending-calls",
+        type=int,
+        help="per worker; calls beyond it are answered fail-open at once (default 512)",
+    )
+    serve.add_argument("--max-connections", type=int, help="per worker (default 4096)")
+    serve.add_argument(
+        "--drain-s", type=float, help="on SIGTERM, seconds to finish in-flight calls (default 10)"
+    )
+
+    idl = commands.add_parser("idl", help="Print the Thrift IDL, to generate clients from.")
+    idl.set_defaults(handler=cmd_idl)
 
     demo = command(
         "demo",

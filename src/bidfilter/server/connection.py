@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from bidfilter.thrift import ReplyEncoder, ThriftConnectionDecoder, ThriftError
 
@@ -36,7 +36,8 @@ class ThriftConnection(asyncio.Protocol):
     # --- asyncio.Protocol -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports implement the interface without subclassing asyncio's.
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         worker = self.worker
         if len(worker.connections) >= worker.settings.max_connections or worker.draining:

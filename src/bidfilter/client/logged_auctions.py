@@ -1,0 +1,68 @@
+"""Logged auctions to replay: each request's OpenRTB bytes and what each partner did with it.
+
+The load generator and the auction simulator both replay the auction logs
+(``bidfilter.logs``): the request as the SSP built it, and per logged partner whether it bid
+and at what price. Only the ``request`` and ``partners`` columns are read.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from bidfilter.logs import LogFormatError, iter_log_batches
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedAuction:
+    """One logged bid request: ``partners[i]`` bid (``bids[i]``) at ``prices[i]`` CPM."""
+
+    openrtb: bytes
+    partners: tuple[str, ...]
+    bids: tuple[bool, ...]
+    prices: tuple[float, ...]
+    bidders: frozenset[str] = field(init=False)
+    """The partners that bid (a set, for the load generator's per-decision lookups)."""
+
+    def __post_init__(self) -> None:
+        if not len(self.partners) == len(self.bids) == len(self.prices):
+            raise LogFormatError("partners", "partners, bids and prices differ in length")
+        bidders = frozenset(p for p, bid in zip(self.partners, self.bids, strict=True) if bid)
+        object.__setattr__(self, "bidders", bidders)
+
+
+def read_logged_auctions(
+    logs: str | os.PathLike[str], *, limit: int | None = None
+) -> list[LoggedAuction]:
+    """The first ``limit`` auctions of the logs (all when ``None``), oldest partition first.
+
+    Raises ``LogFormatError`` when the directory holds no logs, or no records.
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")
+    auctions: list[LoggedAuction] = []
+    batch_size = min(limit, 65_536) if limit is not None else 65_536
+    for batch in iter_log_batches(logs, columns=["request", "partners"], batch_size=batch_size):
+        requests = batch.column(0).to_pylist()
+        partner_lists = batch.column(1)
+        offsets = partner_lists.offsets.to_pylist()
+        base = offsets[0]
+        outcomes = partner_lists.flatten()  # honours a sliced array's offset
+        names = outcomes.field("partner").to_pylist()
+        bids = outcomes.field("bid").to_pylist()
+        prices = outcomes.field("price").to_pylist()
+        for row, text in enumerate(requests):
+            first, last = offsets[row] - base, offsets[row + 1] - base
+            auctions.append(
+                LoggedAuction(
+                    text.encode(),
+                    tuple(names[first:last]),
+                    tuple(bids[first:last]),
+                    tuple(prices[first:last]),
+                )
+            )
+            if limit is not None and len(auctions) >= limit:
+                return auctions
+    if not auctions:
+        raise LogFormatError("logs", f"no auction records under {logs}")
+    return auctions

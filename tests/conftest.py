@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -9,8 +11,9 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import boto3
 import pytest
@@ -34,6 +37,12 @@ def _answers(url: str) -> bool:
         return True  # any HTTP answer, even an error status, means the server is up
     except OSError:
         return False
+
+
+@pytest.fixture(scope="session")
+def port_allocator() -> Callable[[], int]:
+    """A function returning a free port on 127.0.0.1 each time it is called."""
+    return free_port
 
 
 @pytest.fixture
@@ -136,3 +145,33 @@ def trained_store(synth_logs: Path, tmp_path_factory: pytest.TempPathFactory) ->
     config = TrainConfig(model=ModelConfig(trees=40, learning_rate=0.3, early_stopping_rounds=5))
     result = train(synth_logs, open_store(str(store_dir)), config)
     return store_dir, result.version
+
+
+@pytest.fixture(scope="session")
+def thrift_generated(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ModuleType, ModuleType]]:
+    """(ttypes, BidFilter service) modules that the Apache Thrift compiler generates from the
+    shipped IDL into a temporary directory (never the repository); removed again at the end."""
+    import bidfilter
+
+    idl = Path(bidfilter.__file__).parent / "idl" / "bidfilter.thrift"
+    package = "bidfilter_thrift"  # the IDL's `namespace py`
+    compiler = shutil.which("thrift")
+    if compiler is None:
+        pytest.skip("the Apache Thrift compiler `thrift` is not installed (thrift-compiler)")
+    out = tmp_path_factory.mktemp("thrift-gen-py")
+    subprocess.run(
+        [compiler, "--gen", "py", "-out", str(out), str(idl)], check=True, capture_output=True
+    )
+    sys.path.insert(0, str(out))
+    try:
+        yield (
+            importlib.import_module(f"{package}.ttypes"),
+            importlib.import_module(f"{package}.BidFilter"),
+        )
+    finally:
+        sys.path.remove(str(out))
+        for name in list(sys.modules):
+            if name == package or name.startswith(f"{package}."):
+                del sys.modules[name]

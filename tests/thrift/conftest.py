@@ -6,42 +6,15 @@ is importable for the session, then removed from ``sys.path`` and ``sys.modules`
 
 from __future__ import annotations
 
-import importlib
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
+from types import ModuleType
 
 import pytest
 from thrift_official import Official
 
-import bidfilter
-
-IDL = Path(bidfilter.__file__).parent / "idl" / "bidfilter.thrift"
-GENERATED_PACKAGE = "bidfilter_thrift"  # the IDL's `namespace py`
-
 
 @pytest.fixture(scope="session")
-def official(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Official]:
+def official(thrift_generated: tuple[ModuleType, ModuleType]) -> Iterator[Official]:
     """The official Python code generated from the shipped IDL (skipped without a compiler)."""
-    compiler = shutil.which("thrift")
-    if compiler is None:
-        pytest.skip("the Apache Thrift compiler `thrift` is not installed (thrift-compiler)")
-    out = tmp_path_factory.mktemp("thrift-gen-py")
-    subprocess.run(
-        [compiler, "--gen", "py", "-out", str(out), str(IDL)],
-        check=True,
-        capture_output=True,
-    )
-    sys.path.insert(0, str(out))
-    try:
-        yield Official(
-            ttypes=importlib.import_module(f"{GENERATED_PACKAGE}.ttypes"),
-            service=importlib.import_module(f"{GENERATED_PACKAGE}.BidFilter"),
-        )
-    finally:
-        sys.path.remove(str(out))
-        for name in list(sys.modules):
-            if name == GENERATED_PACKAGE or name.startswith(f"{GENERATED_PACKAGE}."):
-                del sys.modules[name]
+    ttypes, service = thrift_generated
+    yield Official(ttypes=ttypes, service=service)

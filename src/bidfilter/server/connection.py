@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_DRAIN_QUIET_NS = 100_000_000
+
 
 class ThriftConnection(asyncio.Protocol):
     def __init__(self, worker: Worker) -> None:
@@ -29,6 +31,7 @@ class ThriftConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.pending = 0
+        self.last_data_ns = 0
         self._idle_timer: asyncio.TimerHandle | None = None
         self._read_timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
@@ -52,6 +55,7 @@ class ThriftConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         arrived_ns = time.perf_counter_ns()
+        self.last_data_ns = arrived_ns
         if self.closed:
             return
         try:
@@ -89,8 +93,6 @@ class ThriftConnection(asyncio.Protocol):
     def send(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
             self.transport.write(data)
-            if self.worker.draining:
-                self.close_if_idle()
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed:
@@ -101,8 +103,11 @@ class ThriftConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def close_if_idle(self) -> None:
-        """During a drain: close once every received call is answered and no message is half in."""
-        if self.pending == 0 and not self.decoder.buffered_bytes:
+        """During a drain: close once every received call is answered, no message is half in,
+        and the client has been quiet for a moment (bytes it already sent may still be in the
+        socket buffer, unread; closing then would reset the connection and lose them)."""
+        quiet_ns = time.perf_counter_ns() - self.last_data_ns
+        if self.pending == 0 and not self.decoder.buffered_bytes and quiet_ns > _DRAIN_QUIET_NS:
             self.close()
 
     def close(self) -> None:

@@ -1,0 +1,160 @@
+"""FilterService and Dispatcher without sockets: fail-open paths, deadlines, shedding, limits."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bidfilter.openrtb import InvalidRequestError
+from bidfilter.scoring import ServingModel
+from bidfilter.server import metrics as m
+from bidfilter.server.metrics import MetricsBoard, render
+from bidfilter.server.service import FilterService
+from bidfilter.settings import Settings
+from bidfilter.thrift import FilterRequest, Outcome
+
+
+@pytest.fixture
+def board() -> Iterator[MetricsBoard]:
+    shared = MetricsBoard(1)
+    yield shared
+    shared.close()
+
+
+@pytest.fixture(scope="module")
+def model(trained_store: tuple[Path, str]) -> ServingModel:
+    store_dir, version = trained_store
+    return ServingModel.load(store_dir / "versions" / version)
+
+
+@pytest.fixture
+def service(board: MetricsBoard, model: ServingModel) -> FilterService:
+    service = FilterService(Settings(exploration_rate=0.0), board.worker(0))
+    service.swap(model, 1)
+    return service
+
+
+def request(logged: list[tuple[bytes, list[str]]], i: int = 0, **fields: object) -> FilterRequest:
+    openrtb, partners = logged[i]
+    return FilterRequest(openrtb=openrtb, candidates=partners, **fields)  # type: ignore[arg-type]
+
+
+def test_scored(service: FilterService, logged_requests: list[tuple[bytes, list[str]]]) -> None:
+    response = service.filter(request(logged_requests), time.perf_counter_ns(), shed=False)
+    assert response.outcome is Outcome.SCORED
+    assert response.server_us is not None and response.server_us >= 0
+    assert [d.partner for d in response.decisions] == logged_requests[0][1]
+
+
+def test_no_model_fails_open(
+    board: MetricsBoard, logged_requests: list[tuple[bytes, list[str]]]
+) -> None:
+    service = FilterService(Settings(), board.worker(0))
+    response = service.filter(request(logged_requests), time.perf_counter_ns(), shed=False)
+    assert response.outcome is Outcome.FAIL_OPEN_NO_MODEL
+    assert all(d.send for d in response.decisions)
+    assert response.model_version == ""
+    assert service.model_info().version == ""
+
+
+def test_shed_calls_fail_open_as_overload(
+    service: FilterService, logged_requests: list[tuple[bytes, list[str]]]
+) -> None:
+    response = service.filter(request(logged_requests), time.perf_counter_ns(), shed=True)
+    assert response.outcome is Outcome.FAIL_OPEN_OVERLOAD
+    assert all(d.send and d.bid_probability == -1.0 for d in response.decisions)
+
+
+def test_deadline_from_the_call_wins_over_tmax(
+    service: FilterService, logged_requests: list[tuple[bytes, list[str]]]
+) -> None:
+    ten_ms_ago = time.perf_counter_ns() - 10_000_000
+    late = service.filter(request(logged_requests, deadline_ms=5), ten_ms_ago, shed=False)
+    assert late.outcome is Outcome.FAIL_OPEN_DEADLINE
+    in_time = service.filter(request(logged_requests, deadline_ms=1000), ten_ms_ago, shed=False)
+    assert in_time.outcome is Outcome.SCORED
+
+
+def test_deadline_defaults_to_a_share_of_tmax(board: MetricsBoard, model: ServingModel) -> None:
+    service = FilterService(Settings(deadline_share_of_tmax=0.5), board.worker(0))
+    service.swap(model, 1)
+    body = b'{"id":"t","imp":[{"id":"1","banner":{"w":300,"h":250}}],"tmax":100}'
+    sixty_ms_ago = time.perf_counter_ns() - 60_000_000
+    forty_ms_ago = time.perf_counter_ns() - 40_000_000
+    assert (
+        service.filter(FilterRequest(body), sixty_ms_ago, False).outcome
+        is Outcome.FAIL_OPEN_DEADLINE
+    )
+    assert service.filter(FilterRequest(body), forty_ms_ago, False).outcome is Outcome.SCORED
+
+
+def test_scoring_fault_fails_open_as_error(
+    service: FilterService,
+    model: ServingModel,
+    logged_requests: list[tuple[bytes, list[str]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(rows: np.ndarray) -> np.ndarray:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(ServingModel, "predict", lambda self, rows: broken(rows))
+    response = service.filter(request(logged_requests), time.perf_counter_ns(), shed=False)
+    assert response.outcome is Outcome.FAIL_OPEN_ERROR
+    assert response.error == "internal error: RuntimeError"
+    assert all(d.send for d in response.decisions)
+
+
+def test_invalid_requests_and_limits(
+    board: MetricsBoard, model: ServingModel, logged_requests: list[tuple[bytes, list[str]]]
+) -> None:
+    service = FilterService(Settings(max_candidates=3, max_batch=2), board.worker(0))
+    service.swap(model, 1)
+    with pytest.raises(InvalidRequestError) as caught:
+        service.filter(FilterRequest(b'{"id":"x"}'), time.perf_counter_ns(), False)
+    assert caught.value.field == "imp"
+    with pytest.raises(InvalidRequestError) as caught:
+        service.filter(
+            FilterRequest(logged_requests[0][0], ["a", "b", "c", "d"]),
+            time.perf_counter_ns(),
+            False,
+        )
+    assert caught.value.field == "candidates"
+    with pytest.raises(InvalidRequestError) as caught:
+        service.filter_batch([request(logged_requests)] * 3, time.perf_counter_ns(), False)
+    assert caught.value.field == "requests"
+
+
+def test_metrics_count_calls_and_partners(
+    service: FilterService, board: MetricsBoard, logged_requests: list[tuple[bytes, list[str]]]
+) -> None:
+    for i in range(20):
+        service.filter(request(logged_requests, i), time.perf_counter_ns(), shed=False)
+    service.filter(request(logged_requests), time.perf_counter_ns(), shed=True)
+    text = render(
+        board.totals(),
+        partners=list(service.model.partners) if service.model else [],
+        model_version="v1",
+        workers_alive=1,
+        workers_configured=1,
+        worker_restarts=0,
+        reloads={"success": 1},
+    )
+    assert 'bidfilter_calls_total{method="filter",result="scored"} 20' in text
+    assert 'bidfilter_calls_total{method="filter",result="fail_open_overload"} 1' in text
+    assert 'bidfilter_call_latency_seconds_count{method="filter"} 21' in text
+    assert 'bidfilter_call_latency_seconds_bucket{method="filter",le="+Inf"} 21' in text
+    assert 'bidfilter_model_info{version="v1"} 1' in text
+    decided = sum(len(logged_requests[i][1]) for i in range(20)) + len(logged_requests[0][1])
+    counted = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("bidfilter_partner_decisions_total{")
+    )
+    assert counted == decided
+    assert "bidfilter_partner_send_rate{partner=" in text
+    assert board.gauge(0, "model_generation") == 1
+    assert tuple(sorted(m.LATENCY_BOUNDS_US)) == m.LATENCY_BOUNDS_US

@@ -226,6 +226,53 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return Supervisor(settings, store).run()
 
 
+def _target(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise SystemExit(f"--target expects HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+def cmd_loadgen(args: argparse.Namespace, settings: Settings) -> int:
+    from bidfilter.client import run_loadgen
+
+    if (args.rate is None) == (not args.max):
+        raise SystemExit("give exactly one of --rate R or --max")
+    report = run_loadgen(
+        _target(args.target),
+        Path(args.logs),
+        rate=args.rate,
+        duration=args.duration,
+        connections=args.connections,
+        protocol=args.protocol,
+        transport=args.transport,
+        processes=args.processes,
+        progress=sys.stderr.isatty() or args.progress,
+        candidates=args.candidates,
+        timeout=args.timeout,
+    )
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.to_text())
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from bidfilter.client import simulate
+
+    report = simulate(
+        _target(args.target),
+        Path(args.logs),
+        auction=args.auction,
+        limit=args.limit,
+        out_png=Path(args.png) if args.png else None,
+        protocol=args.protocol,
+        transport=args.transport,
+    )
+    print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.to_table())
+    return 0
+
+
 def cmd_idl(args: argparse.Namespace, settings: Settings) -> int:
     from importlib.resources import files
 
@@ -236,7 +283,15 @@ def cmd_idl(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from bidfilter.demo import run_demo
 
-    return run_demo(Path(args.workdir), requests=args.requests, seed=args.seed, as_json=args.json)
+    return run_demo(
+        Path(args.workdir),
+        requests=args.requests,
+        seed=args.seed,
+        as_json=args.json,
+        load_seconds=args.load_seconds,
+        rate=args.rate,
+        workers=args.workers,
+    )
 
 
 # --- parser -----------------------------------------------------------------------------------
@@ -410,19 +465,70 @@ def build_parser() -> argparse.ArgumentParser:
         "--drain-s", type=float, help="on SIGTERM, seconds to finish in-flight calls (default 10)"
     )
 
+    def client_flags(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--target", required=True, help="the server, HOST:PORT")
+        sub.add_argument(
+            "--logs", default=DEFAULT_LOGS, help=f"auction logs to replay (default {DEFAULT_LOGS})"
+        )
+        sub.add_argument("--protocol", choices=["binary", "compact"], default="binary")
+        sub.add_argument("--transport", choices=["framed", "unframed"], default="framed")
+
+    loadgen = command(
+        "loadgen",
+        cmd_loadgen,
+        "Replay OpenRTB requests from logs at a fixed offered rate (open loop, latency measured"
+        " from each call's intended send time: no coordinated omission) or as fast as possible;"
+        " report throughput, latency percentiles, outcomes, calls filtered and bids lost.",
+    )
+    client_flags(loadgen)
+    pace = loadgen.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=float, help="calls per second offered, in total")
+    pace.add_argument("--max", action="store_true", help="as fast as the server answers")
+    loadgen.add_argument("--duration", type=float, default=10.0, help="seconds (default 10)")
+    loadgen.add_argument("--connections", type=int, default=4, help="per process (default 4)")
+    loadgen.add_argument("--processes", type=int, default=1, help="generator processes (default 1)")
+    loadgen.add_argument(
+        "--candidates",
+        choices=["logged", "all"],
+        default="logged",
+        help="send each record's logged partners, or none (server decides on all it knows)",
+    )
+    loadgen.add_argument("--timeout", type=float, default=1.0, help="per call, seconds (default 1)")
+    loadgen.add_argument("--progress", action="store_true", help="live progress even without a tty")
+    loadgen.add_argument("--json-out", metavar="OUT", help="also write the JSON report to OUT")
+
+    simulate = command(
+        "simulate",
+        cmd_simulate,
+        "Run the SSP auction on logged traffic with and without the filter: partner calls, bids,"
+        " filled auctions and revenue, as a table and a PNG.",
+    )
+    client_flags(simulate)
+    simulate.add_argument(
+        "--auction", choices=["second_price", "first_price"], default="second_price"
+    )
+    simulate.add_argument("--limit", type=int, help="only the first N logged auctions")
+    simulate.add_argument(
+        "--png", default="simulation.png", help="plot file (default simulation.png)"
+    )
+
     idl = commands.add_parser("idl", help="Print the Thrift IDL, to generate clients from.")
     idl.set_defaults(handler=cmd_idl)
 
     demo = command(
         "demo",
         cmd_demo,
-        "Run the whole path on a laptop: synthetic logs, training, evaluation, a published model.",
+        "Run the whole system on a laptop: synthetic logs, training, a published model, the"
+        " server, the load generator and the auction simulator; then a summary.",
     )
     demo.add_argument("--workdir", default=".bidfilter/demo", help="where logs and the store go")
     demo.add_argument(
         "--requests", type=int, default=200_000, help="synthetic requests (default 200000)"
     )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--load-seconds", type=float, default=30.0, help="load duration (default 30)")
+    demo.add_argument("--rate", type=float, default=1000.0, help="offered calls/s (default 1000)")
+    demo.add_argument("--workers", type=int, default=2, help="server workers (default 2)")
     return parser
 
 

@@ -48,7 +48,9 @@ def decide(
     for partner in partners:
         code = codes.get(partner)
         if code is None:
-            decisions.append(PartnerDecision(partner, UNKNOWN_PARTNER_PROBABILITY, True, False, 0.0))
+            decisions.append(
+                PartnerDecision(partner, UNKNOWN_PARTNER_PROBABILITY, True, False, 0.0)
+            )
             continue
         score = scores[partner]
         threshold = float(model.thresholds[code])
@@ -62,7 +64,9 @@ def decide(
     return decisions
 
 
-def fail_open(candidates: Sequence[str] | None, model: ServingModel | None) -> list[PartnerDecision]:
+def fail_open(
+    candidates: Sequence[str] | None, model: ServingModel | None
+) -> list[PartnerDecision]:
     """Every candidate sent: the answer when the filter cannot (or must not) decide."""
     partners: Sequence[str] = (
         candidates if candidates is not None else (model.partners if model is not None else ())

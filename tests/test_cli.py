@@ -112,3 +112,37 @@ def test_errors_name_the_problem_without_a_traceback(
 def test_bad_partner_recall_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit, match="PARTNER=RECALL"):
         main(["train", "--logs", str(tmp_path), "--partner-recall", "dsp-01"])
+
+
+def test_demo_runs_the_whole_system_and_cleans_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(
+        capsys,
+        "demo",
+        "--workdir",
+        str(tmp_path),
+        "--requests",
+        "4000",
+        "--load-seconds",
+        "2",
+        "--rate",
+        "200",
+        "--workers",
+        "1",
+        "--json",
+    )
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["synth"]["requests"] == 4000
+    assert summary["train"]["test"]["bid_recall"] > 0.9
+    load = summary["load"]
+    assert load["completed"] >= 300
+    assert load["errors"] == {} or sum(load["errors"].values()) == 0
+    assert (
+        summary["simulation"]["with_filter"]["partner_calls"]
+        < summary["simulation"]["without_filter"]["partner_calls"]
+    )
+    for plot in summary["plots"]:
+        assert Path(plot).read_bytes()[:4] == b"\x89PNG"
+    assert "stopped" in (tmp_path / "server.log").read_text()

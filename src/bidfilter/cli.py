@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--partners", type=int, default=20, help="demand partners (default 20)")
     synth.add_argument("--seed", type=int, default=0, help="random seed; same seed, same logs")
     synth.add_argument(
-        "--days", type=int, default=7, help="days of traffic to spread over (default 7)"
+        "--days", type=int, default=28, help="days of traffic to spread over (default 28)"
     )
     synth.add_argument(
         "--out", default=DEFAULT_LOGS, help=f"log directory (default {DEFAULT_LOGS})"

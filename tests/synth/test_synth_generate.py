@@ -38,7 +38,7 @@ class Generated:
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Generated:
     root = tmp_path_factory.mktemp("synth") / "logs"
-    summary = generate(root, requests=REQUESTS, partners=PARTNERS, seed=7)
+    summary = generate(root, requests=REQUESTS, partners=PARTNERS, seed=7, days=7)
     ts, texts, partner, bid, price, oracle = [], [], [], [], [], []
     for batch in iter_log_batches(root):
         ts.append(batch.column("ts").cast("int64").to_numpy())

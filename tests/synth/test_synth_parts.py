@@ -108,10 +108,13 @@ def test_traffic_columns(world: tuple[Traffic, PartnerPolicies]) -> None:
 def test_policies_and_prices(world: tuple[Traffic, PartnerPolicies]) -> None:
     traffic, policies = world
     rng = np.random.default_rng(3)
-    p = bid_probability(policies, traffic, rng)
-    assert p.shape == (len(traffic), len(policies))
+    p, draw = bid_probability(policies, traffic, rng)
+    assert p.shape == draw.shape == (len(traffic), len(policies))
     assert ((p > 0) & (p < 1)).all()
-    bids = rng.random(p.shape) < p
+    assert ((draw > 0) & (draw < 1)).all()
+    # The hidden factor has mean one: the oracle is what the draws average to.
+    assert abs(draw.mean() / p.mean() - 1) < 0.05
+    bids = rng.random(draw.shape) < draw
     prices = bid_prices(policies, traffic, bids, rng)
     assert (prices[~bids] == 0).all()
     assert (prices >= traffic.imps.max_floor_usd[:, None])[bids].all()

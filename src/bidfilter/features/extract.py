@@ -86,6 +86,8 @@ CATEGORICAL_FEATURES: tuple[str, ...] = (
     "os",
     "make",
     "banner_size",
+    "deal_1",
+    "deal_2",
 )
 
 
@@ -106,6 +108,7 @@ def extract(request: BidRequest, ts_ms: int) -> tuple[list[float], list[str | No
     floor_max = -math.inf
     floor_min = math.inf
     deals = 0
+    deal_ids: list[str] = []  # the first two distinct ones: a deal is usually sold to one buyer
     private_auction = 0
     instl = secure = 0
     for imp in imps:
@@ -123,7 +126,10 @@ def extract(request: BidRequest, ts_ms: int) -> tuple[list[float], list[str | No
             floor_max = max(floor_max, floor)
             floor_min = min(floor_min, floor)
         if imp.pmp is not None:
-            deals += len(imp.pmp.deals or ())
+            for deal in imp.pmp.deals or ():
+                deals += 1
+                if len(deal_ids) < 2 and deal.id not in deal_ids:
+                    deal_ids.append(deal.id)
             private_auction = max(private_auction, imp.pmp.private_auction or 0)
         instl = max(instl, imp.instl or 0)
         secure = max(secure, imp.secure or 0)
@@ -225,5 +231,7 @@ def extract(request: BidRequest, ts_ms: int) -> tuple[list[float], list[str | No
         device.os.lower() if device is not None and device.os else None,
         device.make.lower() if device is not None and device.make else None,
         banner_size,
+        deal_ids[0] if deal_ids else None,
+        deal_ids[1] if len(deal_ids) > 1 else None,
     ]
     return numeric, categorical

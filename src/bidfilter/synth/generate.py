@@ -134,7 +134,7 @@ def generate(
     requests: int,
     partners: int = 20,
     seed: int = 0,
-    days: int = 7,
+    days: int = 28,
     start: dt.datetime | None = None,
     progress: bool = False,
 ) -> SynthSummary:
@@ -168,8 +168,8 @@ def generate(
             rng = np.random.default_rng([seed, _CHUNK, chunk])
             ts_ms, region = world.timeline.draw(rng, first, count)
             traffic = world.traffic.draw(rng, ts_ms, region)
-            probability = bid_probability(policies, traffic, rng)
-            bids = rng.random(probability.shape) < probability
+            probability, draw = bid_probability(policies, traffic, rng)
+            bids = rng.random(draw.shape) < draw
             prices = bid_prices(policies, traffic, bids, rng)
             request_ids, texts = world.requests.build(traffic, rng)
             which_partner = pa.array(np.tile(np.arange(k, dtype=np.int32), count))

@@ -165,14 +165,24 @@ def finalize(
 
 def bid_probability(
     policies: PartnerPolicies, traffic: Traffic, rng: np.random.Generator
-) -> FloatArray:
-    """The oracle: P(partner bids | request) for every pair, shape (n, K), request-major."""
+) -> tuple[FloatArray, FloatArray]:
+    """(oracle, draw), both (n, K), request-major.
+
+    ``draw`` is what each bid is drawn from: the policy times a log-normal factor for what the
+    partner knows and the request does not say (its budget, its own user data). ``oracle`` is
+    the same policy without that factor, whose mean is one: the best probability anyone holding
+    only the request could state, and what a perfect model is measured against.
+    """
     affinity = targeting(policies, traffic)
-    affinity *= np.exp(policies.noise_sigma[:, None] * rng.standard_normal(affinity.shape))
+    sigma = policies.noise_sigma[:, None]
+    hidden = np.exp(sigma * rng.standard_normal(affinity.shape) - sigma**2 / 2)
     own_deal, _ = own_deals(policies, traffic)
     deals = deal_match(policies, traffic)
-    p = finalize(policies, policies.base, affinity, own_deal, deals, traffic.private_auction)
-    return np.ascontiguousarray(p.T)
+    oracle = finalize(policies, policies.base, affinity, own_deal, deals, traffic.private_auction)
+    draw = finalize(
+        policies, policies.base, affinity * hidden, own_deal, deals, traffic.private_auction
+    )
+    return np.ascontiguousarray(oracle.T), np.ascontiguousarray(draw.T)
 
 
 def bid_prices(

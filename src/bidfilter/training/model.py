@@ -54,7 +54,9 @@ class _Progress(xgb.callback.TrainingCallback):
         return False
 
 
-def _matrix(rows: SplitRows, spec: FeatureSpec, ref: xgb.DMatrix | None = None) -> xgb.DMatrix:
+def _matrix(
+    rows: SplitRows, spec: FeatureSpec, max_bin: int, ref: xgb.DMatrix | None = None
+) -> xgb.DMatrix:
     return xgb.QuantileDMatrix(
         rows.features,
         label=rows.bids.astype(np.float32),
@@ -62,6 +64,7 @@ def _matrix(rows: SplitRows, spec: FeatureSpec, ref: xgb.DMatrix | None = None) 
         feature_names=spec.names,
         feature_types=spec.feature_types,
         enable_categorical=True,
+        max_bin=max_bin,
         ref=ref,
     )
 
@@ -84,8 +87,8 @@ class BidModel:
     ) -> BidModel:
         """Boost up to ``config.trees`` trees, stopping early on validation log-loss."""
         config = config or ModelConfig()
-        train_matrix = _matrix(train, spec)
-        valid_matrix = _matrix(valid, spec, ref=train_matrix)
+        train_matrix = _matrix(train, spec, config.max_bin)
+        valid_matrix = _matrix(valid, spec, config.max_bin, ref=train_matrix)
         booster = xgb.train(
             config.params(),
             train_matrix,

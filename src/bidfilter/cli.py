@@ -15,10 +15,13 @@ from typing import Any
 
 from bidfilter import __version__
 from bidfilter.settings import Settings
+from bidfilter.training.config import DatasetConfig, ModelConfig, TrainConfig
 
 log = logging.getLogger("bidfilter")
 
 DEFAULT_LOGS = ".bidfilter/logs"
+_MODEL = ModelConfig()
+_DATASET = DatasetConfig()
 
 
 def _print(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:
@@ -85,11 +88,7 @@ def cmd_import_jsonl(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _train_config(args: argparse.Namespace) -> Any:
-    from bidfilter.training.dataset import DatasetConfig
-    from bidfilter.training.model import ModelConfig
-    from bidfilter.training.pipeline import TrainConfig
-
+def _train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         dataset=DatasetConfig(
             valid_fraction=args.valid_fraction,
@@ -370,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--target-recall",
         type=float,
-        default=0.99,
+        default=TrainConfig().target_recall,
         help="share of each partner's bids to keep on the validation set (default 0.99)",
     )
     train.add_argument(
@@ -383,19 +382,30 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--trees", type=int, default=300, help="maximum boosting rounds (default 300)"
     )
-    train.add_argument("--max-depth", type=int, default=6, help="tree depth (default 6)")
-    train.add_argument("--learning-rate", type=float, default=0.15, help="shrinkage (default 0.15)")
+    train.add_argument(
+        "--max-depth",
+        type=int,
+        default=_MODEL.max_depth,
+        help=f"tree depth (default {_MODEL.max_depth})",
+    )
+    train.add_argument(
+        "--learning-rate",
+        type=float,
+        default=_MODEL.learning_rate,
+        help=f"shrinkage (default {_MODEL.learning_rate})",
+    )
     train.add_argument(
         "--early-stopping",
         type=int,
-        default=20,
-        help="stop after N rounds without improvement (default 20)",
+        default=_MODEL.early_stopping_rounds,
+        help=f"stop after N rounds without improvement (default {_MODEL.early_stopping_rounds})",
     )
     train.add_argument(
         "--negative-rate",
         type=float,
-        default=0.25,
-        help="share of non-bid training rows kept, reweighted to stay calibrated (default 0.25)",
+        default=_DATASET.negative_rate,
+        help="share of non-bid training rows kept, reweighted to stay calibrated"
+        f" (default {_DATASET.negative_rate})",
     )
     train.add_argument(
         "--valid-fraction", type=float, default=0.1, help="validation share (default 0.1)"

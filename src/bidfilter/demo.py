@@ -25,7 +25,8 @@ from typing import Any
 from bidfilter.artifact import open_store
 from bidfilter.client import run_loadgen, simulate
 from bidfilter.synth import generate
-from bidfilter.training.pipeline import TrainConfig, train
+from bidfilter.training.config import TrainConfig
+from bidfilter.training.pipeline import train
 
 _START_TIMEOUT_S = 60.0
 

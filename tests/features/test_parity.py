@@ -14,7 +14,8 @@ import pyarrow as pa
 from bidfilter.features import FeatureEncoder
 from bidfilter.logs import iter_log_batches
 from bidfilter.openrtb import InvalidRequestError, parse_bid_request
-from bidfilter.training.dataset import DatasetConfig, build_dataset
+from bidfilter.training.config import DatasetConfig
+from bidfilter.training.dataset import build_dataset
 
 
 def test_training_rows_equal_serving_rows(synth_logs: Path) -> None:

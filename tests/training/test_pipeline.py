@@ -10,9 +10,12 @@ import pytest
 
 from bidfilter.artifact import open_store, verify
 from bidfilter.features import FeatureSpec
-from bidfilter.training.dataset import DatasetConfig, build_dataset
-from bidfilter.training.model import BidModel, ModelConfig
-from bidfilter.training.pipeline import TrainConfig, train
+from bidfilter.training.config import DatasetConfig
+from bidfilter.training.dataset import build_dataset
+from bidfilter.training.config import ModelConfig
+from bidfilter.training.model import BidModel
+from bidfilter.training.config import TrainConfig
+from bidfilter.training.pipeline import train
 from bidfilter.training.thresholds import partner_thresholds
 
 FAST = ModelConfig(trees=40, learning_rate=0.3, early_stopping_rounds=5)
@@ -70,7 +73,7 @@ def test_time_split_puts_latest_traffic_in_test(synth_logs: Path) -> None:
     # Negatives are subsampled in training only, and weighted back up.
     assert data.train.weights is not None
     assert data.valid.weights is None and data.test.weights is None
-    assert set(np.unique(data.train.weights)) == {1.0, 4.0}
+    assert set(np.unique(data.train.weights)) == {1.0, 10.0}
     assert np.isfinite(data.test.features[:, hour]).all()
 
 

@@ -22,29 +22,9 @@ import pyarrow.parquet as pq
 from bidfilter.features import FeatureSpec, RequestFeatureBuilder
 from bidfilter.logs import iter_log_batches, log_files
 from bidfilter.openrtb import InvalidRequestError, parse_bid_request
+from bidfilter.training.config import DatasetConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class DatasetConfig:
-    """How logs become rows. Fractions are of requests, taken from the end of the time range."""
-
-    valid_fraction: float = 0.1
-    test_fraction: float = 0.1
-    negative_rate: float = 0.25
-    vocabulary_size: int = 5000
-    vocabulary_min_count: int = 10
-    seed: int = 0
-    batch_size: int = 32_768
-
-    def __post_init__(self) -> None:
-        if not 0 < self.valid_fraction < 1 or not 0 < self.test_fraction < 1:
-            raise ValueError("valid_fraction and test_fraction must be between 0 and 1")
-        if self.valid_fraction + self.test_fraction >= 1:
-            raise ValueError("valid_fraction + test_fraction must leave rows to train on")
-        if not 0 < self.negative_rate <= 1:
-            raise ValueError("negative_rate must be in (0, 1]")
 
 
 @dataclass(frozen=True, slots=True)

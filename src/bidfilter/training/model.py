@@ -4,44 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import xgboost as xgb
 
 from bidfilter.features import FeatureSpec
+from bidfilter.training.config import ModelConfig
 from bidfilter.training.dataset import SplitRows
 
 MODEL_FILE = "model.ubj"
-
-
-@dataclass(frozen=True, slots=True)
-class ModelConfig:
-    """Tree-booster settings; the defaults are what ``bidfilter train`` uses."""
-
-    trees: int = 300
-    max_depth: int = 6
-    learning_rate: float = 0.15
-    early_stopping_rounds: int = 20
-    min_child_weight: float = 1.0
-    max_bin: int = 256
-    threads: int | None = None
-    seed: int = 0
-
-    def params(self) -> dict[str, object]:
-        return {
-            "objective": "binary:logistic",
-            "eval_metric": "logloss",
-            "tree_method": "hist",
-            "max_depth": self.max_depth,
-            "eta": self.learning_rate,
-            "min_child_weight": self.min_child_weight,
-            "max_bin": self.max_bin,
-            "max_cat_to_onehot": 1,
-            "nthread": self.threads or os.cpu_count() or 1,
-            "seed": self.seed,
-        }
 
 
 class _Progress(xgb.callback.TrainingCallback):

@@ -7,8 +7,8 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +16,10 @@ from tqdm import tqdm
 
 from bidfilter.artifact import ModelStore, new_version_id, write_manifest
 from bidfilter.features import FEATURE_SPEC_VERSION
-from bidfilter.training.dataset import DatasetConfig, TrainingData, build_dataset, count_rows
+from bidfilter.training.config import TrainConfig
+from bidfilter.training.dataset import TrainingData, build_dataset, count_rows
 from bidfilter.training.evaluate import calibration_table, evaluate
-from bidfilter.training.model import MODEL_FILE, BidModel, ModelConfig
+from bidfilter.training.model import MODEL_FILE, BidModel
 from bidfilter.training.plots import (
     CALIBRATION_PLOT,
     SAVINGS_PLOT,
@@ -29,19 +30,6 @@ from bidfilter.training.thresholds import partner_thresholds
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "report.json"
-
-
-@dataclass(frozen=True, slots=True)
-class TrainConfig:
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    target_recall: float = 0.99
-    partner_recall: Mapping[str, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for partner, recall in {"*": self.target_recall, **self.partner_recall}.items():
-            if not 0 < recall <= 1:
-                raise ValueError(f"target recall for {partner} must be in (0, 1], not {recall}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,73 @@
+"""Training settings: plain dataclasses, importable without loading XGBoost (the CLI's defaults)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetConfig:
+    """How logs become rows. Fractions are of requests, taken from the end of the time range."""
+
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+    negative_rate: float = 0.1
+    vocabulary_size: int = 5000
+    vocabulary_min_count: int = 10
+    seed: int = 0
+    batch_size: int = 32_768
+
+    def __post_init__(self) -> None:
+        if not 0 < self.valid_fraction < 1 or not 0 < self.test_fraction < 1:
+            raise ValueError("valid_fraction and test_fraction must be between 0 and 1")
+        if self.valid_fraction + self.test_fraction >= 1:
+            raise ValueError("valid_fraction + test_fraction must leave rows to train on")
+        if not 0 < self.negative_rate <= 1:
+            raise ValueError("negative_rate must be in (0, 1]")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """Tree-booster settings; the defaults are what ``bidfilter train`` uses."""
+
+    trees: int = 300
+    max_depth: int = 6
+    learning_rate: float = 0.2
+    early_stopping_rounds: int = 20
+    # Regularisation matters here: partition splits over thousands of publishers and domains
+    # overfit fast (measured in docs/benchmarks.md: without it, early stopping hits at ~40 trees).
+    min_child_weight: float = 5.0
+    reg_lambda: float = 5.0
+    max_bin: int = 64
+    threads: int | None = None
+    seed: int = 0
+
+    def params(self) -> dict[str, object]:
+        return {
+            "objective": "binary:logistic",
+            "eval_metric": "logloss",
+            "tree_method": "hist",
+            "max_depth": self.max_depth,
+            "eta": self.learning_rate,
+            "min_child_weight": self.min_child_weight,
+            "lambda": self.reg_lambda,
+            "max_bin": self.max_bin,
+            "max_cat_to_onehot": 1,
+            "nthread": self.threads or os.cpu_count() or 1,
+            "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    target_recall: float = 0.99
+    partner_recall: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for partner, recall in {"*": self.target_recall, **self.partner_recall}.items():
+            if not 0 < recall <= 1:
+                raise ValueError(f"target recall for {partner} must be in (0, 1], not {recall}")

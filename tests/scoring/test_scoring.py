@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+import xgboost as xgb
 
 from bidfilter.artifact import ArtifactError, write_manifest
 from bidfilter.logs import iter_log_batches
@@ -47,10 +48,17 @@ def test_load_reads_the_manifest(model: ServingModel, version_dir: Path) -> None
 def test_serving_predictions_equal_xgboost_predict(
     model: ServingModel, version_dir: Path, logged: list[tuple[str, int]]
 ) -> None:
-    reference = BidModel.load(version_dir / "model.ubj", model.spec)
+    # The reference: XGBoost's own predict through a DMatrix, on a booster loaded separately.
+    reference = BidModel.load(version_dir / "model.ubj", model.spec).booster
     for text, ts in logged[:100]:
         rows = model.encoder.rows(parse_bid_request(text), ts, model.partners)
-        np.testing.assert_allclose(model.predict(rows), reference.predict(rows), atol=1e-6)
+        matrix = xgb.DMatrix(
+            rows,
+            feature_names=model.spec.names,
+            feature_types=model.spec.feature_types,
+            enable_categorical=True,
+        )
+        np.testing.assert_allclose(model.predict(rows), reference.predict(matrix), atol=1e-6)
 
 
 def test_decisions_follow_thresholds_and_candidate_order(

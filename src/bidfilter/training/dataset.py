@@ -41,6 +41,17 @@ class SplitRows:
     def __len__(self) -> int:
         return len(self.bids)
 
+    def take(self, rows: np.ndarray) -> SplitRows:
+        """The rows at ``rows`` (indices), as a new split."""
+        return SplitRows(
+            features=self.features[rows],
+            bids=self.bids[rows],
+            partners=self.partners[rows],
+            weights=None if self.weights is None else self.weights[rows],
+            oracle_p=self.oracle_p[rows],
+            requests=self.requests[rows],
+        )
+
     @property
     def has_oracle(self) -> bool:
         return len(self.oracle_p) > 0 and not np.isnan(self.oracle_p).any()

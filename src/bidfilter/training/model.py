@@ -60,6 +60,11 @@ class BidModel:
         """Boost up to ``config.trees`` trees, stopping early on validation log-loss."""
         config = config or ModelConfig()
         train_matrix = _matrix(train, spec, config.max_bin)
+        if len(valid) > config.early_stopping_rows:
+            rng = np.random.default_rng(config.seed)
+            valid = valid.take(
+                np.sort(rng.choice(len(valid), config.early_stopping_rows, replace=False))
+            )
         valid_matrix = _matrix(valid, spec, config.max_bin, ref=train_matrix)
         booster = xgb.train(
             config.params(),
@@ -82,13 +87,7 @@ class BidModel:
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Bid probabilities for rows laid out as ``spec.names`` (float32, NaN = missing)."""
-        matrix = xgb.DMatrix(
-            features,
-            feature_names=self.spec.names,
-            feature_types=self.spec.feature_types,
-            enable_categorical=True,
-        )
-        return np.asarray(self.booster.predict(matrix), dtype=np.float64)
+        return np.asarray(self.booster.inplace_predict(features), dtype=np.float64)
 
     def save(self, folder: Path) -> Path:
         """Write the booster in XGBoost's own UBJSON format (never pickle)."""

@@ -138,9 +138,8 @@ def synth_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained_store(synth_logs: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A local store holding one small model trained on ``synth_logs``: (store dir, version)."""
     from bidfilter.artifact import open_store
-    from bidfilter.training.model import ModelConfig
-    from bidfilter.training.config import TrainConfig
-from bidfilter.training.pipeline import train
+    from bidfilter.training.config import ModelConfig, TrainConfig
+    from bidfilter.training.pipeline import train
 
     store_dir = tmp_path_factory.mktemp("trained-store")
     config = TrainConfig(model=ModelConfig(trees=40, learning_rate=0.3, early_stopping_rounds=5))

@@ -146,3 +146,34 @@ def test_demo_runs_the_whole_system_and_cleans_up(
     for plot in summary["plots"]:
         assert Path(plot).read_bytes()[:4] == b"\x89PNG"
     assert "stopped" in (tmp_path / "server.log").read_text()
+
+
+def test_environment_configures_and_logs_can_be_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BIDFILTER_* variables stand in for flags; BIDFILTER_LOG_JSON makes every log line JSON."""
+    logs, store = tmp_path / "logs", tmp_path / "store"
+    main(
+        [
+            "synth",
+            "--requests",
+            "2000",
+            "--partners",
+            "3",
+            "--days",
+            "2",
+            "--out",
+            str(logs),
+            "--json",
+        ]
+    )
+    monkeypatch.setenv("BIDFILTER_STORE", str(store))
+    monkeypatch.setenv("BIDFILTER_LOG_JSON", "true")
+    capsys.readouterr()
+    assert main(["train", "--logs", str(logs), "--trees", "5", "--json"]) == 0
+    version = json.loads(capsys.readouterr().out)["version"]
+    assert main(["model", "promote", version]) == 0  # the store comes from the environment
+    err = capsys.readouterr().err
+    records = [json.loads(line) for line in err.splitlines() if line.strip()]
+    assert any(r["message"].startswith("LATEST moved") for r in records)
+    assert {"ts", "level", "logger", "message"} <= set(records[0])

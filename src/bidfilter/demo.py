@@ -85,14 +85,40 @@ def run_demo(
     rate: float = 1000.0,
     workers: int = 2,
 ) -> int:
+    # The demo narrates each stage itself; the library's INFO lines would say it all twice.
+    library_log = logging.getLogger("bidfilter")
+    level = library_log.level
+    library_log.setLevel(logging.WARNING)
+    try:
+        return _run_demo(
+            workdir,
+            requests=requests,
+            seed=seed,
+            as_json=as_json,
+            load_seconds=load_seconds,
+            rate=rate,
+            workers=workers,
+        )
+    finally:
+        library_log.setLevel(level)
+
+
+def _run_demo(
+    workdir: Path,
+    *,
+    requests: int,
+    seed: int,
+    as_json: bool,
+    load_seconds: float = 30.0,
+    rate: float = 1000.0,
+    workers: int = 2,
+) -> int:
     logs = workdir / "logs"
     store_dir = workdir / "store"
     if logs.exists():
         shutil.rmtree(logs)  # logs are regenerated each run; the store keeps every version
     workdir.mkdir(parents=True, exist_ok=True)
     interactive = not as_json and sys.stderr.isatty()
-    # The demo narrates each stage itself; the library's INFO lines would say it all twice.
-    logging.getLogger("bidfilter").setLevel(logging.WARNING)
 
     def say(message: str) -> None:
         if not as_json:

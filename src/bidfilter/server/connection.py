@@ -127,7 +127,10 @@ class ThriftConnection(asyncio.Protocol):
 
     def _timed_out(self, why: str) -> None:
         if self.pending:
-            return  # still answering: the client is waiting on us, not the other way round
+            # Still answering: the client is waiting on us, not the other way round. Look again
+            # later, or a connection that goes quiet after this would never be closed.
+            self._arm_idle_timer()
+            return
         self.worker.metrics.add("connections_timed_out")
         log.debug("closing connection: %s", why)
         self.close()

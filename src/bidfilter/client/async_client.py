@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Final
 
+from bidfilter.client.connection_settings import ConnectionSettings
 from bidfilter.client.errors import (
     AttemptFailedError,
     ClientClosedError,
@@ -218,7 +219,7 @@ def _copy(error: AttemptFailedError) -> AttemptFailedError:
     return AttemptFailedError(error.reason, timed_out=error.timed_out)
 
 
-class AsyncBidFilterClient:
+class AsyncBidFilterClient(ConnectionSettings):
     """An asyncio client of a BidFilter server that pipelines calls over ``connections``.
 
     Use ``async with AsyncBidFilterClient(host, port) as client:`` and ``await`` its methods
@@ -243,20 +244,17 @@ class AsyncBidFilterClient:
     ) -> None:
         if connections < 1:
             raise ValueError(f"connections must be at least 1, not {connections}")
-        if retries < 0:
-            raise ValueError(f"retries must not be negative, not {retries}")
-        if timeout <= 0 or connect_timeout <= 0:
-            raise ValueError("timeout and connect_timeout must be positive")
-        self.host = host
-        self.port = port
-        self.protocol = Protocol(protocol)
-        self.transport = Transport(transport)
+        super().__init__(
+            host,
+            port,
+            protocol=protocol,
+            transport=transport,
+            timeout=timeout,
+            retries=retries,
+            connect_timeout=connect_timeout,
+            max_message_bytes=max_message_bytes,
+        )
         self.connections = connections
-        self.timeout = timeout
-        self.retries = retries
-        self.connect_timeout = connect_timeout
-        self.max_message_bytes = max_message_bytes
-        self._encoder = CallEncoder(self.protocol, self.transport)
         self._pool: list[_PipelinedConnection | None] = [None] * connections
         self._connecting: list[asyncio.Future[_PipelinedConnection] | None] = [None] * connections
         self._next_slot = 0

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
+from bidfilter.client.connection_settings import ConnectionSettings
 from bidfilter.client.errors import (
     AttemptFailedError,
     BidFilterUnavailableError,
@@ -102,7 +103,7 @@ class _Connection:
             self._socket.close()
 
 
-class BidFilterClient:
+class BidFilterClient(ConnectionSettings):
     """A blocking client of a BidFilter server, safe to share between threads.
 
     At most ``pool_size`` connections are open at once (a call waits up to ``timeout`` for a
@@ -126,20 +127,17 @@ class BidFilterClient:
     ) -> None:
         if pool_size < 1:
             raise ValueError(f"pool_size must be at least 1, not {pool_size}")
-        if retries < 0:
-            raise ValueError(f"retries must not be negative, not {retries}")
-        if timeout <= 0 or connect_timeout <= 0:
-            raise ValueError("timeout and connect_timeout must be positive")
-        self.host = host
-        self.port = port
-        self.protocol = Protocol(protocol)
-        self.transport = Transport(transport)
+        super().__init__(
+            host,
+            port,
+            protocol=protocol,
+            transport=transport,
+            timeout=timeout,
+            retries=retries,
+            connect_timeout=connect_timeout,
+            max_message_bytes=max_message_bytes,
+        )
         self.pool_size = pool_size
-        self.timeout = timeout
-        self.retries = retries
-        self.connect_timeout = connect_timeout
-        self.max_message_bytes = max_message_bytes
-        self._encoder = CallEncoder(self.protocol, self.transport)
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(pool_size)
         self._idle: list[_Connection] = []

@@ -68,7 +68,7 @@ def test_decisions_follow_thresholds_and_candidate_order(
     sent = 0
     for text, ts in logged:
         request = parse_bid_request(text)
-        decisions = decide(model, request, candidates, ts, exploration_rate=0.0)
+        decisions = decide(model, request, candidates, ts, exploration_rate=0.0).decisions
         assert [d.partner for d in decisions] == candidates
         unknown = decisions[1]
         assert unknown.bid_probability == -1.0 and unknown.send and not unknown.explore
@@ -83,7 +83,7 @@ def test_all_partners_when_candidates_absent(
     model: ServingModel, logged: list[tuple[str, int]]
 ) -> None:
     text, ts = logged[0]
-    assert [d.partner for d in decide(model, parse_bid_request(text), None, ts)] == list(
+    assert [d.partner for d in decide(model, parse_bid_request(text), None, ts).decisions] == list(
         model.partners
     )
 
@@ -98,8 +98,8 @@ def test_exploration_is_deterministic_and_near_the_rate(
     explored = below = 0
     for text, ts in logged:
         request = parse_bid_request(text)
-        first = decide(model, request, None, ts, exploration_rate=0.2)
-        assert first == decide(model, request, None, ts, exploration_rate=0.2)
+        first = decide(model, request, None, ts, exploration_rate=0.2).decisions
+        assert first == decide(model, request, None, ts, exploration_rate=0.2).decisions
         for decision in first:
             if decision.bid_probability < decision.threshold:
                 below += 1
@@ -112,13 +112,13 @@ def test_exploration_is_deterministic_and_near_the_rate(
 
 
 def test_fail_open_sends_everyone(model: ServingModel) -> None:
-    decisions = fail_open(["dsp-02", "x"], model)
+    decisions = fail_open(["dsp-02", "x"], model).decisions
     assert [(d.partner, d.send, d.explore) for d in decisions] == [
         ("dsp-02", True, False),
         ("x", True, False),
     ]
-    assert [d.partner for d in fail_open(None, model)] == list(model.partners)
-    assert fail_open(None, None) == []
+    assert [d.partner for d in fail_open(None, model).decisions] == list(model.partners)
+    assert fail_open(None, None).decisions == []
 
 
 def test_tampered_model_is_refused(version_dir: Path, tmp_path: Path) -> None:

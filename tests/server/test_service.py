@@ -98,10 +98,10 @@ def test_scoring_fault_fails_open_as_error(
     logged_requests: list[tuple[bytes, list[str]]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def broken(rows: np.ndarray) -> np.ndarray:
+    def broken(row: np.ndarray, codes: np.ndarray) -> np.ndarray:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(ServingModel, "predict", lambda self, rows: broken(rows))
+    monkeypatch.setattr(ServingModel, "score_request", lambda self, row, codes: broken(row, codes))
     response = service.filter(request(logged_requests), time.perf_counter_ns(), shed=False)
     assert response.outcome is Outcome.FAIL_OPEN_ERROR
     assert response.error == "internal error: RuntimeError"
@@ -158,3 +158,21 @@ def test_metrics_count_calls_and_partners(
     assert "bidfilter_partner_send_rate{partner=" in text
     assert board.gauge(0, "model_generation") == 1
     assert tuple(sorted(m.LATENCY_BOUNDS_US)) == m.LATENCY_BOUNDS_US
+
+
+def test_partner_counters_count_repeats_and_unknown_partners(
+    service: FilterService, board: MetricsBoard, logged_requests: list[tuple[bytes, list[str]]]
+) -> None:
+    """A candidate list naming a partner twice, or several partners the model does not know,
+    counts every decision (plain fancy indexing would count a repeated slot once)."""
+    openrtb = logged_requests[0][0]
+    candidates = ["dsp-01", "dsp-01", "new-a", "new-b", "dsp-02"]
+    for _ in range(3):
+        service.filter(FilterRequest(openrtb, candidates), time.perf_counter_ns(), shed=False)
+    decisions = board.totals()[m._PARTNERS : m._PARTNERS + m.MAX_PARTNERS]
+    codes = service.model.encoder.partner_codes if service.model else {}
+    assert decisions[codes["dsp-01"]] == 6
+    assert decisions[codes["dsp-02"]] == 3
+    assert decisions[m.UNKNOWN_PARTNER_SLOT] == 6
+    sent = board.totals()[m._PARTNERS + m.MAX_PARTNERS + m.UNKNOWN_PARTNER_SLOT]
+    assert sent == 6  # an unknown partner is always sent

@@ -2,15 +2,18 @@
 
 from bidfilter.scoring.decide import (
     UNKNOWN_PARTNER_PROBABILITY,
+    Verdict,
     decide,
     exploration_draw,
     fail_open,
 )
-from bidfilter.scoring.serving_model import ServingModel
+from bidfilter.scoring.serving_model import CandidatePlan, ServingModel
 
 __all__ = [
     "UNKNOWN_PARTNER_PROBABILITY",
+    "CandidatePlan",
     "ServingModel",
+    "Verdict",
     "decide",
     "exploration_draw",
     "fail_open",

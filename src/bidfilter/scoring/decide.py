@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,12 +16,28 @@ from bidfilter.thrift.types import PartnerDecision
 
 UNKNOWN_PARTNER_PROBABILITY = -1.0
 _CRC_SPAN = float(1 << 32)
+_NOT_A_PARTNER = np.empty(0, dtype=np.intp)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The decisions for one request, and the same as arrays for the per-partner counters."""
+
+    decisions: list[PartnerDecision]
+    partner_index: np.ndarray  # intp per decision: the model's partner code, -1 if unknown
+    distinct_known: bool  # every partner known to the model, none twice
+    sent: np.ndarray  # bool per decision
+    explored: np.ndarray  # bool per decision
 
 
 def exploration_draw(request_id: str, partner: str) -> float:
     """A number in [0, 1) fixed by (request id, partner): a retried request gets the same answer,
     and different partners of one request are explored independently."""
-    return zlib.crc32(partner.encode(), zlib.crc32(request_id.encode() + b"\x00")) / _CRC_SPAN
+    return zlib.crc32(partner.encode(), _request_seed(request_id)) / _CRC_SPAN
+
+
+def _request_seed(request_id: str) -> int:
+    return zlib.crc32(request_id.encode() + b"\x00")
 
 
 def decide(
@@ -29,57 +46,57 @@ def decide(
     candidates: Sequence[str] | None,
     now_ms: int,
     exploration_rate: float = 0.01,
-) -> list[PartnerDecision]:
+) -> Verdict:
     """One decision per candidate, in candidate order (all the model's partners when None).
 
     A partner the model does not know is sent (fail open for that partner) with probability -1.
     Below-threshold pairs are sent anyway, flagged ``explore``, for a hash-chosen share
     ``exploration_rate`` of them, so the logs keep showing what filtered traffic would have got.
     """
-    partners = model.partners if candidates is None else candidates
-    codes = model.encoder.partner_codes
-    known = [p for p in partners if p in codes]
-    scores: dict[str, float] = {}
-    if known:
-        rows = model.encoder.rows(request, now_ms, known)
-        for partner, score in zip(known, model.predict(rows), strict=True):
-            scores[partner] = float(score)
-    decisions = []
-    for partner in partners:
-        code = codes.get(partner)
-        if code is None:
-            decisions.append(
-                PartnerDecision(partner, UNKNOWN_PARTNER_PROBABILITY, True, False, 0.0)
-            )
-            continue
-        score = scores[partner]
-        threshold = float(model.thresholds[code])
-        send = score >= threshold
-        explore = (
-            not send
-            and exploration_rate > 0
-            and exploration_draw(request.id, partner) < exploration_rate
+    plan = model.plan(candidates)
+    scores = model.score_request(model.encoder.request_vector(request, now_ms), plan.codes)
+    if plan.known is not None:
+        known_scores = scores
+        scores = np.full(len(plan.names), UNKNOWN_PARTNER_PROBABILITY)
+        scores[plan.known] = known_scores
+    send = scores >= plan.cutoffs
+    explore = np.zeros(len(send), dtype=bool)
+    if exploration_rate > 0:
+        seed = _request_seed(request.id)
+        keys = plan.hash_keys
+        limit = exploration_rate * _CRC_SPAN
+        for position in np.flatnonzero(~send).tolist():
+            if zlib.crc32(keys[position], seed) < limit:
+                explore[position] = True
+        send |= explore
+    decisions = list(
+        map(
+            PartnerDecision,
+            plan.names,
+            scores.tolist(),
+            send.tolist(),
+            explore.tolist(),
+            plan.thresholds,
         )
-        decisions.append(PartnerDecision(partner, score, send or explore, explore, threshold))
-    return decisions
-
-
-def fail_open(
-    candidates: Sequence[str] | None, model: ServingModel | None
-) -> list[PartnerDecision]:
-    """Every candidate sent: the answer when the filter cannot (or must not) decide."""
-    partners: Sequence[str] = (
-        candidates if candidates is not None else (model.partners if model is not None else ())
     )
-    thresholds = model.thresholds if model is not None else np.empty(0)
-    codes = model.encoder.partner_codes if model is not None else {}
-    return [
-        PartnerDecision(
-            partner,
-            UNKNOWN_PARTNER_PROBABILITY,
-            True,
-            False,
-            float(thresholds[codes[partner]]) if partner in codes else 0.0,
-        )
-        for partner in partners
-    ]
+    return Verdict(decisions, plan.partner_index, plan.distinct_known, send, explore)
+
+
+def fail_open(candidates: Sequence[str] | None, model: ServingModel | None) -> Verdict:
+    """Every candidate sent: the answer when the filter cannot (or must not) decide."""
+    if model is None:
+        names = list(candidates or ())
+        decisions = [
+            PartnerDecision(name, UNKNOWN_PARTNER_PROBABILITY, True, False, 0.0) for name in names
+        ]
+        index = np.full(len(names), -1, dtype=np.intp) if names else _NOT_A_PARTNER
+        distinct = False
+    else:
+        plan = model.plan(candidates)
+        decisions = [
+            PartnerDecision(name, UNKNOWN_PARTNER_PROBABILITY, True, False, threshold)
+            for name, threshold in zip(plan.names, plan.thresholds, strict=True)
+        ]
+        index, distinct = plan.partner_index, plan.distinct_known
+    sent = np.ones(len(decisions), dtype=bool)
+    return Verdict(decisions, index, distinct, sent, np.zeros(len(decisions), dtype=bool))

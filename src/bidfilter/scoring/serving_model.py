@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import math
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xgboost as xgb
@@ -13,6 +17,17 @@ import xgboost as xgb
 from bidfilter.artifact import ArtifactError, Manifest, verify
 from bidfilter.features import FeatureEncoder, FeatureSpec, FeatureSpecError
 from bidfilter.openrtb import parse_bid_request
+
+if TYPE_CHECKING:
+    from bidfilter.scoring._forest import Forest as CompiledForest
+from bidfilter.scoring.forest import ForestError, compile_forest, probe_rows
+
+log = logging.getLogger(__name__)
+
+# The fast path must give XGBoost's answer: checked at load on these many probe rows.
+_PROBE_ROWS = 2048
+_FOREST_TOLERANCE = 1e-6
+_MAX_PLANS = 256
 
 # A request every model must score: if this fails or gives nonsense, the version is refused.
 _SMOKE_REQUEST = (
@@ -34,6 +49,10 @@ class ServingModel:
     partners: tuple[str, ...]
     thresholds: np.ndarray  # float64, by partner code
     loaded_at: str
+    forest: CompiledForest | None = None  # None: scored by XGBoost itself
+    _plans: dict[tuple[str, ...] | None, CandidatePlan] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def load(cls, version_dir: Path) -> ServingModel:
@@ -61,6 +80,7 @@ class ServingModel:
         if booster.feature_names is not None and list(booster.feature_names) != spec.names:
             raise ArtifactError(manifest.model_file, "model features differ from the feature spec")
         model = cls(
+            forest=_compiled(booster, spec),
             version=manifest.version,
             manifest=manifest,
             spec=spec,
@@ -74,8 +94,31 @@ class ServingModel:
         return model
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
-        """Bid probabilities for feature rows (K x F float32)."""
+        """Bid probabilities for feature rows (N x F float32), by XGBoost itself."""
         return np.asarray(self.booster.inplace_predict(rows), dtype=np.float64)
+
+    def score_request(self, row: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Bid probabilities of one request (its row, partner column aside) for each partner code
+        in ``codes`` (float32): the serving hot path."""
+        if self.forest is not None:
+            out = np.empty(len(codes), dtype=np.float64)
+            self.forest.predict_shared(row, codes, out)
+            return out
+        rows = np.repeat(row[None, :], len(codes), axis=0)
+        rows[:, -1] = codes
+        return self.predict(rows)
+
+    def plan(self, candidates: Sequence[str] | None) -> CandidatePlan:
+        """What scoring needs to know about a candidate list, worked out once per distinct list
+        (an SSP sends the same few lists over and over)."""
+        key = None if candidates is None else tuple(candidates)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = CandidatePlan.build(self, self.partners if key is None else key)
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
 
     def smoke_test(self) -> None:
         request = parse_bid_request(_SMOKE_REQUEST)
@@ -88,3 +131,61 @@ class ServingModel:
             ) from None
         if scores.shape != (len(self.partners),) or not np.all((scores >= 0) & (scores <= 1)):
             raise ArtifactError(self.manifest.model_file, "smoke prediction out of [0, 1]")
+        served = self.score_request(rows[0], rows[:, -1].copy())
+        if not np.allclose(served, scores, rtol=0, atol=_FOREST_TOLERANCE):
+            raise ArtifactError(self.manifest.model_file, "fast path differs from XGBoost")
+
+
+@dataclass(frozen=True, slots=True)
+class CandidatePlan:
+    """A candidate list resolved against one model: partner codes, thresholds, hash keys."""
+
+    names: list[str]
+    codes: np.ndarray  # float32 partner code of each known candidate, for the model
+    known: np.ndarray | None  # positions of the known candidates; None when all are known
+    cutoffs: np.ndarray  # float64 per candidate; -inf for unknown ones (always sent)
+    thresholds: list[float]  # per candidate as reported; 0.0 for unknown ones
+    hash_keys: list[bytes]  # what exploration hashes, per candidate
+    partner_index: np.ndarray  # intp per candidate: the model's partner code, -1 if unknown
+    distinct_known: bool  # every candidate known, none twice
+
+    @classmethod
+    def build(cls, model: ServingModel, names: Sequence[str]) -> CandidatePlan:
+        codes = model.encoder.partner_codes
+        index = np.array([codes.get(name, -1) for name in names], dtype=np.intp)
+        known_at = np.flatnonzero(index >= 0)
+        all_known = len(known_at) == len(names)
+        cutoffs = np.full(len(names), -math.inf)
+        cutoffs[known_at] = model.thresholds[index[known_at]]
+        return cls(
+            names=list(names),
+            codes=index[known_at].astype(np.float32),
+            known=None if all_known else known_at,
+            cutoffs=cutoffs,
+            thresholds=np.where(index >= 0, cutoffs, 0.0).tolist(),
+            hash_keys=[name.encode() for name in names],
+            partner_index=index,
+            distinct_known=all_known and len(set(names)) == len(names),
+        )
+
+
+def _compiled(booster: xgb.Booster, spec: FeatureSpec) -> CompiledForest | None:
+    """The compiled evaluator if it is built and agrees with XGBoost on probe rows; else None,
+    and XGBoost serves (slower, never wrong)."""
+    try:
+        forest = compile_forest(booster, spec.partner_column)
+    except (ForestError, ValueError, KeyError, TypeError) as error:
+        log.warning("compiled evaluator unavailable for this model (%s); using XGBoost", error)
+        return None
+    if forest is None:
+        log.warning("compiled evaluator not built (no C compiler at install); using XGBoost")
+        return None
+    rows = probe_rows(booster, spec, _PROBE_ROWS)
+    served = np.empty(len(rows), dtype=np.float64)
+    forest.predict_rows(rows, served)
+    expected = booster.inplace_predict(rows)
+    worst = float(np.max(np.abs(served - expected))) if len(rows) else 0.0
+    if worst > _FOREST_TOLERANCE:
+        log.error("compiled evaluator differs from XGBoost by %.3g; using XGBoost", worst)
+        return None
+    return forest

@@ -11,13 +11,11 @@ import logging
 import time
 from collections.abc import Sequence
 
-import numpy as np
-
 from bidfilter.openrtb import InvalidRequestError, ParseLimits, parse_bid_request
-from bidfilter.scoring import ServingModel, decide, fail_open
+from bidfilter.scoring import ServingModel, Verdict, decide, fail_open
 from bidfilter.server import metrics as m
 from bidfilter.settings import Settings
-from bidfilter.thrift import FilterRequest, FilterResponse, ModelInfo, Outcome, PartnerDecision
+from bidfilter.thrift import FilterRequest, FilterResponse, ModelInfo, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +61,11 @@ class FilterService:
             try:
                 response = self._filter(request, arrived_ns, shed)
             except InvalidRequestError as error:
+                verdict = fail_open(request.candidates, self.model)
+                self._count_partners(verdict)
                 response = FilterResponse(
                     request_id="",
-                    decisions=fail_open(request.candidates, self.model),
+                    decisions=verdict.decisions,
                     model_version=self.model.version if self.model else "",
                     outcome=Outcome.FAIL_OPEN_ERROR,
                     error=str(error),
@@ -106,7 +106,7 @@ class FilterService:
         bid_request = parse_bid_request(request.openrtb, self._limits)
         model = self.model
         outcome = Outcome.SCORED
-        decisions: list[PartnerDecision]
+        verdict: Verdict | None = None
         error = None
         if model is None:
             outcome = Outcome.FAIL_OPEN_NO_MODEL
@@ -118,7 +118,7 @@ class FilterService:
                 outcome = Outcome.FAIL_OPEN_DEADLINE
         if outcome is Outcome.SCORED and model is not None:
             try:
-                decisions = decide(
+                verdict = decide(
                     model,
                     bid_request,
                     candidates,
@@ -131,29 +131,19 @@ class FilterService:
                 if self._errors_logged < 10:
                     self._errors_logged += 1
                     log.exception("scoring failed; failing open")
-        if outcome is not Outcome.SCORED:
-            decisions = fail_open(candidates, model)
-        self._count_partners(model, decisions)
+        if verdict is None or outcome is not Outcome.SCORED:
+            verdict = fail_open(candidates, model)
+        self._count_partners(verdict)
         return FilterResponse(
             request_id=bid_request.id,
-            decisions=decisions,
+            decisions=verdict.decisions,
             model_version=model.version if model is not None else "",
             outcome=outcome,
             error=error,
         )
 
-    def _count_partners(self, model: ServingModel | None, decisions: list[PartnerDecision]) -> None:
-        if not decisions:
-            return
-        codes = model.encoder.partner_codes if model is not None else {}
-        slots = np.fromiter(
-            (codes.get(d.partner, m.UNKNOWN_PARTNER_SLOT) for d in decisions),
-            dtype=np.intp,
-            count=len(decisions),
-        )
-        np.minimum(slots, m.UNKNOWN_PARTNER_SLOT, out=slots)
-        sent = np.fromiter((d.send for d in decisions), dtype=np.float64, count=len(decisions))
-        explored = np.fromiter(
-            (d.explore for d in decisions), dtype=np.float64, count=len(decisions)
-        )
-        self.metrics.partners(slots, sent, explored)
+    def _count_partners(self, verdict: Verdict) -> None:
+        if verdict.decisions:
+            self.metrics.partners(
+                verdict.partner_index, verdict.sent, verdict.explored, verdict.distinct_known
+            )

@@ -1,0 +1,20 @@
+import numpy as np
+
+class Forest:
+    def __init__(
+        self,
+        feature: np.ndarray,
+        value: np.ndarray,
+        left: np.ndarray,
+        right: np.ndarray,
+        flags: np.ndarray,
+        cat_offset: np.ndarray,
+        cat_words: np.ndarray,
+        cat_bits: np.ndarray,
+        roots: np.ndarray,
+        n_features: int,
+        partner_feature: int,
+        base_margin: float,
+    ) -> None: ...
+    def predict_shared(self, row: np.ndarray, partners: np.ndarray, out: np.ndarray) -> None: ...
+    def predict_rows(self, rows: np.ndarray, out: np.ndarray) -> None: ...

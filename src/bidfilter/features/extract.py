@@ -176,24 +176,25 @@ def extract(request: BidRequest, ts_ms: int) -> tuple[list[float], list[str | No
 
     user = request.user
     privacy = parse.us_privacy(request)
+    gdpr = parse.gdpr(request)
     chain = parse.schain(request)
     hour_index = ts_ms // _MS_PER_HOUR
     # 1970-01-01 was a Thursday: shift so Monday is 0, as datetime.weekday() does.
     weekday = (hour_index // 24 + 3) % 7
 
     numeric = [
-        _flag(app is not None),
+        1.0 if app is not None else 0.0,
         float(len(imps)),
-        _flag(banner is not None),
-        _flag(video is not None),
-        _flag(has_native),
-        _flag(has_audio),
+        1.0 if banner is not None else 0.0,
+        1.0 if video is not None else 0.0,
+        1.0 if has_native else 0.0,
+        1.0 if has_audio else 0.0,
         banner_w,
         banner_h,
         float(formats),
         _num(video.minduration) if video is not None else NAN,
         _num(video.maxduration) if video is not None else NAN,
-        _num(plcmt),
+        NAN if plcmt is None else float(plcmt),
         _num(video.startdelay) if video is not None else NAN,
         floor_max,
         floor_min,
@@ -204,22 +205,22 @@ def extract(request: BidRequest, ts_ms: int) -> tuple[list[float], list[str | No
         float(hour_index % 24),
         float(weekday),
         hour_local,
-        _flag(user is not None and (user.id or user.buyeruid)),
-        _flag(user is not None and user.buyeruid),
+        1.0 if user is not None and (user.id or user.buyeruid) else 0.0,
+        1.0 if user is not None and user.buyeruid else 0.0,
         float(len(parse.eids(request))),
-        _num(parse.gdpr(request)),
-        _flag(parse.consent(request)),
+        NAN if gdpr is None else float(gdpr),
+        1.0 if parse.consent(request) else 0.0,
         _num(request.regs.coppa) if request.regs is not None else NAN,
-        _flag(privacy),
-        _flag(privacy is not None and len(privacy) > 2 and privacy[2] in "Yy"),
-        _flag(parse.gpp(request)),
+        1.0 if privacy else 0.0,
+        1.0 if privacy is not None and len(privacy) > 2 and privacy[2] in "Yy" else 0.0,
+        1.0 if parse.gpp(request) else 0.0,
         float(deals),
         float(private_auction),
         float(len(chain.nodes or ())) if chain is not None else 0.0,
-        _num(request.tmax),
+        NAN if request.tmax is None else float(request.tmax),
         float(instl),
         float(secure),
-        _flag(device is not None and device.ifa),
+        1.0 if device is not None and device.ifa else 0.0,
         _num(device.lmt) if device is not None else NAN,
         _num(device.dnt) if device is not None else NAN,
     ]

@@ -21,6 +21,20 @@
 #define FLAG_CATEGORICAL 2u
 #define MAX_DEPTH 256
 
+/* One node in 16 bytes, so a walk touches one cache line per level. XGBoost allocates a node's
+ * children as a pair, so the right child is always left + 1. */
+typedef struct {
+    uint32_t meta;  /* feature index | META_* flags */
+    float value;    /* threshold, or the leaf value */
+    int32_t left;
+    int32_t cats;   /* categorical: offset in cat_bits of [word count, words...] */
+} Node;
+
+#define META_FEATURE 0x00FFFFFFu
+#define META_DEFAULT_LEFT (1u << 24)
+#define META_CATEGORICAL (1u << 25)
+#define META_LEAF (1u << 26)
+
 typedef struct {
     PyObject_HEAD
     Py_ssize_t n_nodes;
@@ -28,36 +42,29 @@ typedef struct {
     Py_ssize_t n_features;
     int partner_feature;
     float base_margin;
-    int32_t *feature;   /* -1 for a leaf */
-    float *value;       /* threshold, or the leaf value */
-    int32_t *left;
-    int32_t *right;
-    uint8_t *flags;
-    int32_t *cat_offset; /* into cat_bits, in 32-bit words */
-    int32_t *cat_words;
+    Node *nodes;
     uint32_t *cat_bits;
-    Py_ssize_t n_cat_bits;
     int32_t *roots;
-    void *memory;
 } Forest;
 
-static inline int goes_left(const Forest *f, int32_t node, float x) {
-    uint8_t flags = f->flags[node];
+static inline int goes_left(const Forest *f, const Node *node, float x) {
+    uint32_t meta = node->meta;
     if (isnan(x)) {
-        return flags & FLAG_DEFAULT_LEFT;
+        return (meta & META_DEFAULT_LEFT) != 0;
     }
-    if (flags & FLAG_CATEGORICAL) {
+    if (meta & META_CATEGORICAL) {
         if (x < 0.0f || x >= 2147483648.0f) {
             return 1;
         }
         uint32_t cat = (uint32_t)x; /* truncated, as XGBoost does */
+        const uint32_t *bits = f->cat_bits + node->cats;
         uint32_t word = cat >> 5;
-        if (word >= (uint32_t)f->cat_words[node]) {
+        if (word >= bits[0]) {
             return 1;
         }
-        return !((f->cat_bits[f->cat_offset[node] + word] >> (cat & 31u)) & 1u);
+        return !((bits[1 + word] >> (cat & 31u)) & 1u);
     }
-    return x < f->value[node];
+    return x < node->value;
 }
 
 static inline float sigmoid(float margin) { return 1.0f / (1.0f + expf(-margin)); }
@@ -68,18 +75,19 @@ static void predict_group(const Forest *f, const float *row, const float *partne
     int32_t stack_node[MAX_DEPTH];
     uint64_t stack_mask[MAX_DEPTH];
     const uint64_t all = k == 64 ? ~(uint64_t)0 : (((uint64_t)1 << k) - 1);
-    const int32_t pf = f->partner_feature;
+    const uint32_t pf = (uint32_t)f->partner_feature;
+    const Node *nodes = f->nodes;
     for (int i = 0; i < k; i++) {
         acc[i] = f->base_margin;
     }
     for (Py_ssize_t t = 0; t < f->n_trees; t++) {
         int sp = 0;
-        int32_t node = f->roots[t];
+        const Node *node = nodes + f->roots[t];
         uint64_t mask = all;
         for (;;) {
-            int32_t feat = f->feature[node];
-            if (feat < 0) {
-                float leaf = f->value[node];
+            uint32_t meta = node->meta;
+            if (meta & META_LEAF) {
+                float leaf = node->value;
                 uint64_t m = mask;
                 while (m) {
                     acc[__builtin_ctzll(m)] += leaf;
@@ -89,12 +97,13 @@ static void predict_group(const Forest *f, const float *row, const float *partne
                     break;
                 }
                 sp--;
-                node = stack_node[sp];
+                node = nodes + stack_node[sp];
                 mask = stack_mask[sp];
                 continue;
             }
+            uint32_t feat = meta & META_FEATURE;
             if (feat != pf) {
-                node = goes_left(f, node, row[feat]) ? f->left[node] : f->right[node];
+                node = nodes + node->left + !goes_left(f, node, row[feat]);
                 continue;
             }
             uint64_t lmask = 0, m = mask;
@@ -108,13 +117,13 @@ static void predict_group(const Forest *f, const float *row, const float *partne
             uint64_t rmask = mask & ~lmask;
             if (lmask && rmask) {
                 /* depth is checked at construction, so the stack cannot overflow */
-                stack_node[sp] = f->right[node];
+                stack_node[sp] = node->left + 1;
                 stack_mask[sp] = rmask;
                 sp++;
-                node = f->left[node];
+                node = nodes + node->left;
                 mask = lmask;
             } else {
-                node = lmask ? f->left[node] : f->right[node];
+                node = nodes + node->left + (lmask == 0);
             }
         }
     }
@@ -218,54 +227,45 @@ static PyObject *Forest_predict_rows(Forest *self, PyObject *const *args, Py_ssi
 }
 
 static void Forest_dealloc(Forest *self) {
-    PyMem_Free(self->memory);
+    PyMem_Free(self->nodes);
+    PyMem_Free(self->cat_bits);
+    PyMem_Free(self->roots);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* Copies a buffer argument into ``dest`` after checking its size. */
-static int copy_array(PyObject *obj, const char *name, void *dest, Py_ssize_t count,
-                      Py_ssize_t itemsize) {
-    Py_buffer view;
-    if (get_buffer(obj, &view, name, itemsize, 0) < 0) {
-        return -1;
-    }
-    if (view.len != count * itemsize) {
-        PyErr_Format(PyExc_ValueError, "%s: expected %zd items, got %zd", name, count,
-                     view.len / itemsize);
-        PyBuffer_Release(&view);
-        return -1;
-    }
-    memcpy(dest, view.buf, (size_t)view.len);
-    PyBuffer_Release(&view);
-    return 0;
-}
+/* The constructor's arrays, borrowed for the time of the call. */
+enum { A_FEATURE, A_VALUE, A_LEFT, A_RIGHT, A_FLAGS, A_CAT_OFFSET, A_CAT_WORDS, A_CAT_BITS,
+       A_ROOTS, N_ARRAYS };
+static const char *array_names[N_ARRAYS] = {"feature",    "value",     "left",
+                                            "right",      "flags",     "cat_offset",
+                                            "cat_words",  "cat_bits",  "roots"};
+static const Py_ssize_t array_itemsize[N_ARRAYS] = {4, 4, 4, 4, 1, 4, 4, 4, 4};
 
-static Py_ssize_t buffer_count(PyObject *obj, const char *name, Py_ssize_t itemsize) {
-    Py_buffer view;
-    if (get_buffer(obj, &view, name, itemsize, 0) < 0) {
-        return -1;
+/* Every index in range, children a pair after their parent (so walks end), categories in
+ * range, depth under MAX_DEPTH; then the nodes packed. */
+static int pack(Forest *f, Py_buffer *a) {
+    const int32_t *feature = a[A_FEATURE].buf, *left = a[A_LEFT].buf, *right = a[A_RIGHT].buf;
+    const int32_t *cat_offset = a[A_CAT_OFFSET].buf, *cat_words = a[A_CAT_WORDS].buf;
+    const int32_t *roots = a[A_ROOTS].buf;
+    const float *value = a[A_VALUE].buf;
+    const uint8_t *flags = a[A_FLAGS].buf;
+    const uint32_t *cat_bits = a[A_CAT_BITS].buf;
+    Py_ssize_t n = f->n_nodes, n_bits = a[A_CAT_BITS].len / 4;
+    Py_ssize_t n_cat = 0;
+    for (Py_ssize_t t = 0; t < f->n_trees; t++) {
+        if (roots[t] < 0 || roots[t] >= n) {
+            PyErr_Format(PyExc_ValueError, "roots[%zd] out of range", t);
+            return -1;
+        }
     }
-    Py_ssize_t count = view.len / itemsize;
-    PyBuffer_Release(&view);
-    return count;
-}
-
-/* Every index in range, children after their parent (so walks end), depth under MAX_DEPTH. */
-static int validate(Forest *f) {
-    int32_t *depth = PyMem_Calloc((size_t)f->n_nodes, sizeof(int32_t));
+    int32_t *depth = PyMem_Calloc((size_t)n, sizeof(int32_t));
     if (depth == NULL) {
         PyErr_NoMemory();
         return -1;
     }
     int ok = 1;
-    for (Py_ssize_t t = 0; ok && t < f->n_trees; t++) {
-        if (f->roots[t] < 0 || f->roots[t] >= f->n_nodes) {
-            PyErr_Format(PyExc_ValueError, "roots[%zd] out of range", t);
-            ok = 0;
-        }
-    }
-    for (Py_ssize_t i = 0; ok && i < f->n_nodes; i++) {
-        int32_t feat = f->feature[i];
+    for (Py_ssize_t i = 0; ok && i < n; i++) {
+        int32_t feat = feature[i];
         if (feat < 0) {
             continue;
         }
@@ -273,31 +273,64 @@ static int validate(Forest *f) {
             PyErr_Format(PyExc_ValueError, "node %zd splits on feature %d of %zd", i, feat,
                          f->n_features);
             ok = 0;
-        } else if (f->left[i] <= i || f->left[i] >= f->n_nodes || f->right[i] <= i ||
-                   f->right[i] >= f->n_nodes) {
+        } else if (left[i] <= i || left[i] >= n - 1 || right[i] != left[i] + 1) {
             PyErr_Format(PyExc_ValueError, "node %zd has children out of order or range", i);
             ok = 0;
-        } else if ((f->flags[i] & FLAG_CATEGORICAL) &&
-                   (f->cat_offset[i] < 0 || f->cat_words[i] < 0 ||
-                    (Py_ssize_t)f->cat_offset[i] + f->cat_words[i] > f->n_cat_bits)) {
+        } else if ((flags[i] & FLAG_CATEGORICAL) &&
+                   (cat_offset[i] < 0 || cat_words[i] < 0 ||
+                    (Py_ssize_t)cat_offset[i] + cat_words[i] > n_bits)) {
             PyErr_Format(PyExc_ValueError, "node %zd has its categories out of range", i);
             ok = 0;
         } else if (depth[i] + 1 >= MAX_DEPTH) {
             PyErr_Format(PyExc_ValueError, "trees deeper than %d", MAX_DEPTH - 1);
             ok = 0;
         } else {
-            depth[f->left[i]] = depth[i] + 1;
-            depth[f->right[i]] = depth[i] + 1;
+            depth[left[i]] = depth[i] + 1;
+            depth[right[i]] = depth[i] + 1;
+            if (flags[i] & FLAG_CATEGORICAL) {
+                n_cat += 1 + cat_words[i];
+            }
         }
     }
     PyMem_Free(depth);
-    return ok ? 0 : -1;
+    if (!ok) {
+        return -1;
+    }
+    f->nodes = PyMem_Calloc((size_t)n, sizeof(Node));
+    f->cat_bits = PyMem_Calloc((size_t)n_cat + 1, sizeof(uint32_t));
+    f->roots = PyMem_Calloc((size_t)f->n_trees + 1, sizeof(int32_t));
+    if (f->nodes == NULL || f->cat_bits == NULL || f->roots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(f->roots, roots, (size_t)f->n_trees * sizeof(int32_t));
+    Py_ssize_t next_cat = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Node *node = f->nodes + i;
+        node->value = value[i];
+        if (feature[i] < 0) {
+            node->meta = META_LEAF;
+            continue;
+        }
+        node->meta = (uint32_t)feature[i] |
+                     ((flags[i] & FLAG_DEFAULT_LEFT) ? META_DEFAULT_LEFT : 0u);
+        node->left = left[i];
+        if (flags[i] & FLAG_CATEGORICAL) {
+            node->meta |= META_CATEGORICAL;
+            node->cats = (int32_t)next_cat;
+            f->cat_bits[next_cat] = (uint32_t)cat_words[i];
+            memcpy(f->cat_bits + next_cat + 1, cat_bits + cat_offset[i],
+                   (size_t)cat_words[i] * sizeof(uint32_t));
+            next_cat += 1 + cat_words[i];
+        }
+    }
+    return 0;
 }
 
 /* Forest(feature, value, left, right, flags, cat_offset, cat_words, cat_bits, roots,
  *        n_features, partner_feature, base_margin) */
 static PyObject *Forest_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    PyObject *feature, *value, *left, *right, *flags, *cat_offset, *cat_words, *cat_bits, *roots;
+    PyObject *objects[N_ARRAYS];
     Py_ssize_t n_features;
     int partner_feature;
     float base_margin;
@@ -305,69 +338,53 @@ static PyObject *Forest_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
                              "flags",     "cat_offset", "cat_words",      "cat_bits",
                              "roots",     "n_features", "partner_feature", "base_margin",
                              NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOnif", kwlist, &feature, &value,
-                                     &left, &right, &flags, &cat_offset, &cat_words, &cat_bits,
-                                     &roots, &n_features, &partner_feature, &base_margin)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOnif", kwlist, &objects[0],
+                                     &objects[1], &objects[2], &objects[3], &objects[4],
+                                     &objects[5], &objects[6], &objects[7], &objects[8],
+                                     &n_features, &partner_feature, &base_margin)) {
         return NULL;
     }
-    Py_ssize_t n = buffer_count(feature, "feature", 4);
-    Py_ssize_t n_bits = buffer_count(cat_bits, "cat_bits", 4);
-    Py_ssize_t n_trees = buffer_count(roots, "roots", 4);
-    if (n < 0 || n_bits < 0 || n_trees < 0) {
-        return NULL;
-    }
-    if (n_features <= 0 || partner_feature < -1 || partner_feature >= n_features) {
+    if (n_features <= 0 || n_features > (Py_ssize_t)META_FEATURE || partner_feature < -1 ||
+        partner_feature >= n_features) {
         PyErr_SetString(PyExc_ValueError, "n_features or partner_feature out of range");
         return NULL;
     }
+    Py_buffer arrays[N_ARRAYS];
+    int held = 0;
+    PyObject *result = NULL;
+    for (; held < N_ARRAYS; held++) {
+        if (get_buffer(objects[held], &arrays[held], array_names[held], array_itemsize[held],
+                       0) < 0) {
+            goto done;
+        }
+    }
+    Py_ssize_t n = arrays[A_FEATURE].len / 4;
+    for (int i = A_VALUE; i < N_ARRAYS; i++) {
+        if (i != A_CAT_BITS && i != A_ROOTS && arrays[i].len / array_itemsize[i] != n) {
+            PyErr_Format(PyExc_ValueError, "%s: expected %zd items, got %zd", array_names[i], n,
+                         arrays[i].len / array_itemsize[i]);
+            goto done;
+        }
+    }
     Forest *self = (Forest *)type->tp_alloc(type, 0);
     if (self == NULL) {
-        return NULL;
+        goto done;
     }
-    size_t bytes = (size_t)n * (4 + 4 + 4 + 4 + 1 + 4 + 4) + (size_t)n_bits * 4 +
-                   (size_t)n_trees * 4 + 64;
-    self->memory = PyMem_Calloc(1, bytes);
-    if (self->memory == NULL) {
-        Py_DECREF(self);
-        return PyErr_NoMemory();
-    }
-    char *p = self->memory;
-    self->feature = (int32_t *)p;
-    p += n * 4;
-    self->value = (float *)p;
-    p += n * 4;
-    self->left = (int32_t *)p;
-    p += n * 4;
-    self->right = (int32_t *)p;
-    p += n * 4;
-    self->cat_offset = (int32_t *)p;
-    p += n * 4;
-    self->cat_words = (int32_t *)p;
-    p += n * 4;
-    self->cat_bits = (uint32_t *)p;
-    p += n_bits * 4;
-    self->roots = (int32_t *)p;
-    p += n_trees * 4;
-    self->flags = (uint8_t *)p;
     self->n_nodes = n;
-    self->n_trees = n_trees;
-    self->n_cat_bits = n_bits;
+    self->n_trees = arrays[A_ROOTS].len / 4;
     self->n_features = n_features;
     self->partner_feature = partner_feature;
     self->base_margin = base_margin;
-    if (copy_array(feature, "feature", self->feature, n, 4) < 0 ||
-        copy_array(value, "value", self->value, n, 4) < 0 ||
-        copy_array(left, "left", self->left, n, 4) < 0 ||
-        copy_array(right, "right", self->right, n, 4) < 0 ||
-        copy_array(flags, "flags", self->flags, n, 1) < 0 ||
-        copy_array(cat_offset, "cat_offset", self->cat_offset, n, 4) < 0 ||
-        copy_array(cat_words, "cat_words", self->cat_words, n, 4) < 0 ||
-        copy_array(cat_bits, "cat_bits", self->cat_bits, n_bits, 4) < 0 ||
-        copy_array(roots, "roots", self->roots, n_trees, 4) < 0 || validate(self) < 0) {
+    if (pack(self, arrays) < 0) {
         Py_DECREF(self);
-        return NULL;
+        goto done;
     }
-    return (PyObject *)self;
+    result = (PyObject *)self;
+done:
+    for (int i = 0; i < held; i++) {
+        PyBuffer_Release(&arrays[i]);
+    }
+    return result;
 }
 
 static PyMethodDef Forest_methods[] = {

@@ -26,8 +26,8 @@ class Verdict:
     decisions: list[PartnerDecision]
     partner_index: np.ndarray  # intp per decision: the model's partner code, -1 if unknown
     distinct_known: bool  # every partner known to the model, none twice
-    sent: np.ndarray  # bool per decision
-    explored: np.ndarray  # bool per decision
+    sent: list[bool]
+    explored: list[bool]
 
 
 def exploration_draw(request_id: str, partner: str) -> float:
@@ -59,25 +59,17 @@ def decide(
         known_scores = scores
         scores = np.full(len(plan.names), UNKNOWN_PARTNER_PROBABILITY)
         scores[plan.known] = known_scores
-    send = scores >= plan.cutoffs
-    explore = np.zeros(len(send), dtype=bool)
+    # Plain lists from here: for a few dozen partners, numpy's per-operation cost dominates.
+    send = (scores >= plan.cutoffs).tolist()
+    explore = [False] * len(send)
     if exploration_rate > 0:
         seed = _request_seed(request.id)
-        keys = plan.hash_keys
         limit = exploration_rate * _CRC_SPAN
-        for position in np.flatnonzero(~send).tolist():
-            if zlib.crc32(keys[position], seed) < limit:
-                explore[position] = True
-        send |= explore
+        for position, key in enumerate(plan.hash_keys):
+            if not send[position] and zlib.crc32(key, seed) < limit:
+                explore[position] = send[position] = True
     decisions = list(
-        map(
-            PartnerDecision,
-            plan.names,
-            scores.tolist(),
-            send.tolist(),
-            explore.tolist(),
-            plan.thresholds,
-        )
+        map(PartnerDecision, plan.names, scores.tolist(), send, explore, plan.thresholds)
     )
     return Verdict(decisions, plan.partner_index, plan.distinct_known, send, explore)
 
@@ -98,5 +90,4 @@ def fail_open(candidates: Sequence[str] | None, model: ServingModel | None) -> V
             for name, threshold in zip(plan.names, plan.thresholds, strict=True)
         ]
         index, distinct = plan.partner_index, plan.distinct_known
-    sent = np.ones(len(decisions), dtype=bool)
-    return Verdict(decisions, index, distinct, sent, np.zeros(len(decisions), dtype=bool))
+    return Verdict(decisions, index, distinct, [True] * len(decisions), [False] * len(decisions))

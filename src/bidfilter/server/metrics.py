@@ -115,7 +115,11 @@ class WorkerMetrics:
         row[base + _N_BUCKETS] += latency_us
 
     def partners(
-        self, partner_index: np.ndarray, sent: np.ndarray, explored: np.ndarray, distinct: bool
+        self,
+        partner_index: np.ndarray,
+        sent: Sequence[bool],
+        explored: Sequence[bool],
+        distinct: bool,
     ) -> None:
         """Count one decision per partner: ``partner_index`` holds the model's partner codes (-1
         for a partner it does not know), ``distinct`` says all are known and none repeats (then

@@ -20,6 +20,7 @@ from bidfilter.training.config import DatasetConfig, ModelConfig, TrainConfig
 log = logging.getLogger("bidfilter")
 
 DEFAULT_LOGS = ".bidfilter/logs"
+DEFAULT_CLUSTER_STATE = ".bidfilter/cluster"
 _MODEL = ModelConfig()
 _DATASET = DatasetConfig()
 
@@ -125,14 +126,20 @@ def _train_summary(d: dict[str, Any]) -> str:
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    from bidfilter.training.pipeline import train
+    if args.engine == "spark":
+        from bidfilter.training.spark import spark_session, train_on_spark
 
-    result = train(
-        args.logs,
-        _store(args, settings),
-        _train_config(args),
-        progress=not args.json and sys.stderr.isatty(),
-    )
+        with spark_session(args.spark_master) as spark:
+            result = train_on_spark(spark, args.logs, _store(args, settings), _train_config(args))
+    else:
+        from bidfilter.training.pipeline import train
+
+        result = train(
+            args.logs,
+            _store(args, settings),
+            _train_config(args),
+            progress=not args.json and sys.stderr.isatty(),
+        )
     _print(result.summary(), args.json, _train_summary)
     return 0
 
@@ -293,6 +300,85 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
+def _cluster_errors(
+    handler: Callable[[argparse.Namespace, Settings], int],
+) -> Callable[[argparse.Namespace, Settings], int]:
+    """Cluster errors name the process or setting at fault: show them without a traceback."""
+
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        from bidfilter.cluster import ClusterError
+
+        try:
+            return handler(args, settings)
+        except ClusterError as error:
+            log.error("%s", error)
+            return 2
+
+    return run
+
+
+@_cluster_errors
+def cmd_cluster_up(args: argparse.Namespace, settings: Settings) -> int:
+    from bidfilter.cluster import find_haproxy, plan_cluster, up
+
+    plan = plan_cluster(
+        args.servers,
+        store=args.store or settings.store,
+        state_dir=Path(args.state_dir),
+        front_port=args.port,
+        base_port=args.base_port,
+        haproxy=find_haproxy(args.haproxy),
+        workers=args.workers,
+        s3_endpoint_url=args.s3_endpoint_url or settings.s3_endpoint_url,
+    )
+    status = up(plan, timeout=args.timeout)
+    _print(
+        status.to_dict(),
+        args.json,
+        lambda d: (
+            f"cluster up: {len(plan.servers)} servers behind HAProxy on"
+            f" 127.0.0.1:{plan.front_port}\n{status.to_text()}"
+        ),
+    )
+    return 0
+
+
+@_cluster_errors
+def cmd_cluster_status(args: argparse.Namespace, settings: Settings) -> int:
+    from bidfilter.cluster import status
+
+    found = status(Path(args.state_dir))
+    if found is None:
+        _print(
+            {"state_dir": args.state_dir, "all_up": False, "servers": []},
+            args.json,
+            lambda d: f"no cluster in {args.state_dir}",
+        )
+        return 1
+    _print(found.to_dict(), args.json, lambda d: found.to_text())
+    return 0 if found.all_up else 1
+
+
+@_cluster_errors
+def cmd_cluster_down(args: argparse.Namespace, settings: Settings) -> int:
+    import msgspec
+
+    from bidfilter.cluster import down
+
+    stopped = down(Path(args.state_dir), timeout=args.timeout)
+    _print(
+        {"state_dir": args.state_dir, "stopped": msgspec.to_builtins(stopped or [])},
+        args.json,
+        lambda d: (
+            "\n".join(
+                f"{s['name']:<10} pid {s['pid'] or '-'}  {s['outcome']}" for s in d["stopped"]
+            )
+            or f"no cluster in {args.state_dir}; nothing to stop"
+        ),
+    )
+    return 0
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 
@@ -414,6 +500,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--test-fraction", type=float, default=0.1, help="test share, the latest (default 0.1)"
     )
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument(
+        "--engine",
+        choices=["local", "spark"],
+        default="local",
+        help="local: this process, logs in a directory (default); spark: Apache Spark, for logs"
+        " past one machine's memory or time budget, at any path Spark reads (s3://...);"
+        " needs pyspark and Java 17+ (docs/training.md)",
+    )
+    train.add_argument(
+        "--spark-master",
+        metavar="URL",
+        help="with --engine spark: local[N], yarn, spark://HOST:PORT... (default: the master"
+        " spark-submit set, else local[2])",
+    )
 
     model = commands.add_parser("model", help="List, inspect and promote published model versions.")
     model_commands = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
@@ -539,6 +639,73 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--load-seconds", type=float, default=30.0, help="load duration (default 30)")
     demo.add_argument("--rate", type=float, default=1000.0, help="offered calls/s (default 1000)")
     demo.add_argument("--workers", type=int, default=2, help="server workers (default 2)")
+
+    cluster = commands.add_parser(
+        "cluster",
+        help="Run N servers on this machine behind a real HAProxy: up, status, down.",
+        description="A local cluster: N `bidfilter serve` processes on 127.0.0.1, each with its"
+        " own Thrift and side port, behind HAProxy (TCP mode, health checks on /readyz). Needs"
+        " HAProxy (Debian/Ubuntu package `haproxy`). State, logs and the HAProxy config go to"
+        " --state-dir.",
+    )
+    cluster_commands = cluster.add_subparsers(
+        dest="cluster_command", required=True, metavar="ACTION"
+    )
+
+    def cluster_command(
+        name: str, handler: Callable[..., int], help_text: str
+    ) -> argparse.ArgumentParser:
+        sub = cluster_commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        sub.add_argument("--json", action="store_true", help="print one JSON document for machines")
+        sub.add_argument(
+            "--state-dir",
+            default=DEFAULT_CLUSTER_STATE,
+            help="pid files, logs, HAProxy config and stats socket"
+            f" (default {DEFAULT_CLUSTER_STATE})",
+        )
+        return sub
+
+    cluster_up = cluster_command(
+        "up",
+        cmd_cluster_up,
+        "Start N servers and HAProxy in the background; return once HAProxy's health checks"
+        " see every server ready (else stop them again and say why).",
+    )
+    cluster_up.add_argument("--servers", type=int, default=2, help="servers (default 2)")
+    cluster_up.add_argument("--workers", type=int, default=1, help="workers per server (default 1)")
+    store_flags(cluster_up)
+    cluster_up.add_argument(
+        "--port", type=int, default=9090, help="HAProxy's Thrift front-end port (default 9090)"
+    )
+    cluster_up.add_argument(
+        "--base-port",
+        type=int,
+        default=9200,
+        help="server i (from 1) gets Thrift port BASE+2(i-1) and side port BASE+2(i-1)+1"
+        " (default 9200)",
+    )
+    cluster_up.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for ready (default 60)"
+    )
+    cluster_up.add_argument(
+        "--haproxy", metavar="PATH", help="HAProxy executable (default: PATH, /usr/sbin/haproxy)"
+    )
+    cluster_command(
+        "status",
+        cmd_cluster_status,
+        "Show each server (process, /readyz, model version) and HAProxy's view of it;"
+        " exit status 0 only if everything is up.",
+    )
+    cluster_down = cluster_command(
+        "down",
+        cmd_cluster_down,
+        "Stop the cluster: HAProxy stops accepting, servers get SIGTERM and drain; whatever"
+        " still runs after --timeout is killed. Logs stay in the state dir.",
+    )
+    cluster_down.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to drain (default 30)"
+    )
     return parser
 
 

@@ -261,6 +261,8 @@ class AsyncBidFilterClient(ConnectionSettings):
         self._closed = False
         self.connects = 0
         """How many connections were opened (a sign of churn when it grows)."""
+        self.retried = 0
+        """How many attempts were made again, on another connection, after one failed."""
 
     # -- the service
 
@@ -341,7 +343,9 @@ class AsyncBidFilterClient(ConnectionSettings):
         slot = self._next_slot
         self._next_slot = (slot + 1) % self.connections
         last: AttemptFailedError | None = None
-        for _attempt in range(self.retries + 1):
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.retried += 1
             try:
                 connection = self._pool[slot]
                 if connection is None or not connection.usable:

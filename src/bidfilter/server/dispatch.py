@@ -37,15 +37,18 @@ _METHOD_INDEX = {name: index for index, name in enumerate(m.METHODS)}
 
 
 class Dispatcher:
+    """Queues decoded calls and answers them from a loop callback scheduled when the first one
+    arrives: every call the current round of socket reads delivered is queued first, so calls
+    that arrive together are answered together, and each connection's replies leave in one
+    write. No task or event sits in between (each would cost a loop round trip per wake-up)."""
+
     def __init__(self, service: FilterService, metrics: m.WorkerMetrics, max_pending: int) -> None:
         self.service = service
         self.metrics = metrics
         self.max_pending = max_pending
         self._queue: deque[tuple[ThriftConnection, Call | RejectedCall, int, bool]] = deque()
-        self._wake = asyncio.Event()
+        self._scheduled = False
         self._paused: set[ThriftConnection] = set()
-        self.idle = asyncio.Event()
-        self.idle.set()
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -60,21 +63,22 @@ class Dispatcher:
         if len(self._queue) >= 4 * self.max_pending and connection not in self._paused:
             connection.pause_reading()
             self._paused.add(connection)
-        self.idle.clear()
-        self._wake.set()
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._drain)
 
-    async def run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                self._answer_slice()
-                if self._paused and len(self._queue) < self.max_pending:
-                    for connection in self._paused:
-                        connection.resume_reading()
-                    self._paused.clear()
-                await asyncio.sleep(0)
-            self.idle.set()
+    def _drain(self) -> None:
+        try:
+            self._answer_slice()
+            if self._paused and len(self._queue) < self.max_pending:
+                for connection in self._paused:
+                    connection.resume_reading()
+                self._paused.clear()
+        finally:  # whatever happened, calls left in the queue must not be stranded
+            if self._queue:  # the slice ran out: let the loop read sockets, then go on
+                asyncio.get_running_loop().call_soon(self._drain)
+            else:
+                self._scheduled = False
 
     def _answer_slice(self) -> None:
         started = time.perf_counter_ns()

@@ -64,7 +64,6 @@ class Worker:
                 self.service.swap(model, initial[1])
         sock = listening_socket(self.settings.host, port)
         server = await loop.create_server(lambda: ThriftConnection(self), sock=sock)
-        dispatcher = asyncio.create_task(self.dispatcher.run())
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
@@ -74,7 +73,6 @@ class Worker:
         ).start()
         await stop.wait()
         await self._drain(server)
-        dispatcher.cancel()
 
     async def _drain(self, server: asyncio.Server) -> None:
         """Stop accepting, answer every call already received, close connections as they idle."""

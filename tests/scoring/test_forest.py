@@ -166,3 +166,22 @@ def test_without_the_extension_xgboost_serves_the_same_decisions(
         np.testing.assert_allclose(
             [d.bid_probability for d in fast], [d.bid_probability for d in slow], atol=1e-6
         )
+
+
+def test_varying_a_numeric_column_walks_row_by_row(
+    model: ServingModel, reference: xgb.Booster, logged_rows: list[np.ndarray]
+) -> None:
+    """The general walk (rows differing in a column that is not a small categorical, here the
+    floor) against XGBoost; bidfilter's partner column takes the code-space walk instead."""
+    arrays, n_features, base_margin = forest._flatten_booster(model.booster)
+    column = model.spec.names.index("floor_max")
+    varying = forest._forest.Forest(
+        **arrays, n_features=n_features, partner_feature=column, base_margin=base_margin
+    )
+    floors = np.array([np.nan, 0.0, 0.05, 0.5, 1.0, 2.5, 7.0, 50.0] * 9, dtype=np.float32)
+    row = logged_rows[5][0]
+    rows = np.repeat(row[None, :], len(floors), axis=0)
+    rows[:, column] = floors
+    served = np.empty(len(floors))
+    varying.predict_shared(row, floors, served)
+    np.testing.assert_allclose(served, _xgboost_predict(reference, model, rows), atol=1e-6)

@@ -134,6 +134,7 @@ def test_metrics_count_calls_and_partners(
     for i in range(20):
         service.filter(request(logged_requests, i), time.perf_counter_ns(), shed=False)
     service.filter(request(logged_requests), time.perf_counter_ns(), shed=True)
+    service.metrics.flush()
     text = render(
         board.totals(),
         partners=list(service.model.partners) if service.model else [],
@@ -164,11 +165,12 @@ def test_partner_counters_count_repeats_and_unknown_partners(
     service: FilterService, board: MetricsBoard, logged_requests: list[tuple[bytes, list[str]]]
 ) -> None:
     """A candidate list naming a partner twice, or several partners the model does not know,
-    counts every decision (plain fancy indexing would count a repeated slot once)."""
+    counts every decision."""
     openrtb = logged_requests[0][0]
     candidates = ["dsp-01", "dsp-01", "new-a", "new-b", "dsp-02"]
     for _ in range(3):
         service.filter(FilterRequest(openrtb, candidates), time.perf_counter_ns(), shed=False)
+    service.metrics.flush()
     decisions = board.totals()[m._PARTNERS : m._PARTNERS + m.MAX_PARTNERS]
     codes = service.model.encoder.partner_codes if service.model else {}
     assert decisions[codes["dsp-01"]] == 6

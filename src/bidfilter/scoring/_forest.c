@@ -35,6 +35,15 @@ typedef struct {
 #define META_CATEGORICAL (1u << 25)
 #define META_LEAF (1u << 26)
 
+/* Partner sets as 64-bit masks over partner *codes* ("code space"): bits 0..61 are codes, bit
+ * 62 any code no split knows (negative or past every split's categories: always left), bit 63
+ * a missing code (the default child). A split on the partner column then costs one AND: its
+ * node holds the mask of codes that go left. Used when every split on the partner column is
+ * categorical over codes below 62, which is every bidfilter model with up to 62 partners. */
+#define CODE_SPACE 62
+#define SLOT_UNKNOWN 62
+#define SLOT_MISSING 63
+
 typedef struct {
     PyObject_HEAD
     Py_ssize_t n_nodes;
@@ -45,6 +54,8 @@ typedef struct {
     Node *nodes;
     uint32_t *cat_bits;
     int32_t *roots;
+    uint64_t *left_codes; /* per node; set for splits on the partner column in code space */
+    int code_space;
 } Forest;
 
 static inline int goes_left(const Forest *f, const Node *node, float x) {
@@ -129,6 +140,84 @@ static void predict_group(const Forest *f, const float *row, const float *partne
     }
 }
 
+/* All K rows of one request in code space (see CODE_SPACE): each tree is walked once, and a
+ * split on the partner column is one AND; margins are summed per code, then read per row. */
+static void predict_codes(const Forest *f, const float *row, const float *partners,
+                          Py_ssize_t k, double *out) {
+    float acc[64];
+    uint8_t slot_stack[256];
+    uint8_t *slots = k <= 256 ? slot_stack : PyMem_RawMalloc((size_t)k);
+    uint64_t wanted = 0;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        float x = partners[i];
+        int slot = isnan(x) ? SLOT_MISSING
+                   : (x < 0.0f || x >= (float)CODE_SPACE) ? SLOT_UNKNOWN
+                                                           : (int)x;
+        if (slots != NULL) {
+            slots[i] = (uint8_t)slot;
+        }
+        wanted |= (uint64_t)1 << slot;
+    }
+    for (int c = 0; c < 64; c++) {
+        acc[c] = f->base_margin;
+    }
+    int32_t stack_node[MAX_DEPTH];
+    uint64_t stack_mask[MAX_DEPTH];
+    const uint32_t pf = (uint32_t)f->partner_feature;
+    const Node *nodes = f->nodes;
+    for (Py_ssize_t t = 0; t < f->n_trees; t++) {
+        int sp = 0;
+        int32_t at = f->roots[t];
+        uint64_t mask = wanted;
+        for (;;) {
+            const Node *node = nodes + at;
+            uint32_t meta = node->meta;
+            if (meta & META_LEAF) {
+                float leaf = node->value;
+                uint64_t m = mask;
+                while (m) {
+                    acc[__builtin_ctzll(m)] += leaf;
+                    m &= m - 1;
+                }
+                if (sp == 0) {
+                    break;
+                }
+                sp--;
+                at = stack_node[sp];
+                mask = stack_mask[sp];
+                continue;
+            }
+            uint32_t feat = meta & META_FEATURE;
+            if (feat != pf) {
+                at = node->left + !goes_left(f, node, row[feat]);
+                continue;
+            }
+            uint64_t lmask = mask & f->left_codes[at];
+            uint64_t rmask = mask & ~lmask;
+            if (lmask && rmask) {
+                stack_node[sp] = node->left + 1;
+                stack_mask[sp] = rmask;
+                sp++;
+                at = node->left;
+                mask = lmask;
+            } else {
+                at = node->left + (lmask == 0);
+            }
+        }
+    }
+    for (Py_ssize_t i = 0; i < k; i++) {
+        float x = partners[i];
+        int slot = slots != NULL ? slots[i]
+                   : isnan(x) ? SLOT_MISSING
+                   : (x < 0.0f || x >= (float)CODE_SPACE) ? SLOT_UNKNOWN
+                                                           : (int)x;
+        out[i] = sigmoid(acc[slot]);
+    }
+    if (slots != slot_stack) {
+        PyMem_RawFree(slots);
+    }
+}
+
 static int get_buffer(PyObject *obj, Py_buffer *view, const char *name, Py_ssize_t itemsize,
                       int writable) {
     int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
@@ -175,11 +264,15 @@ static PyObject *Forest_predict_shared(Forest *self, PyObject *const *args, Py_s
         double *o = (double *)out.buf;
         float acc[64];
         Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t base = 0; base < k; base += 64) {
-            int n = (int)(k - base < 64 ? k - base : 64);
-            predict_group(self, r, p + base, n, acc);
-            for (int i = 0; i < n; i++) {
-                o[base + i] = sigmoid(acc[i]);
+        if (self->code_space) {
+            predict_codes(self, r, p, k, o);
+        } else {
+            for (Py_ssize_t base = 0; base < k; base += 64) {
+                int n = (int)(k - base < 64 ? k - base : 64);
+                predict_group(self, r, p + base, n, acc);
+                for (int i = 0; i < n; i++) {
+                    o[base + i] = sigmoid(acc[i]);
+                }
             }
         }
         Py_END_ALLOW_THREADS
@@ -230,6 +323,7 @@ static void Forest_dealloc(Forest *self) {
     PyMem_Free(self->nodes);
     PyMem_Free(self->cat_bits);
     PyMem_Free(self->roots);
+    PyMem_Free(self->left_codes);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -240,6 +334,56 @@ static const char *array_names[N_ARRAYS] = {"feature",    "value",     "left",
                                             "right",      "flags",     "cat_offset",
                                             "cat_words",  "cat_bits",  "roots"};
 static const Py_ssize_t array_itemsize[N_ARRAYS] = {4, 4, 4, 4, 1, 4, 4, 4, 4};
+
+/* The left-going code mask of every split on the partner column, if all of them fit code
+ * space; otherwise code space is off and predict_shared walks partner by partner. */
+static int code_space_masks(Forest *f) {
+    f->code_space = 0;
+    if (f->partner_feature < 0) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < f->n_nodes; i++) {
+        const Node *node = f->nodes + i;
+        if (node->meta & META_LEAF || (node->meta & META_FEATURE) != (uint32_t)f->partner_feature) {
+            continue;
+        }
+        if (!(node->meta & META_CATEGORICAL)) {
+            return 0;
+        }
+        const uint32_t *bits = f->cat_bits + node->cats;
+        for (uint32_t w = 0; w < bits[0]; w++) {
+            uint32_t beyond = w * 32 >= CODE_SPACE ? bits[1 + w]
+                              : w * 32 + 32 > CODE_SPACE ? bits[1 + w] >> (CODE_SPACE - w * 32)
+                                                         : 0;
+            if (beyond) {
+                return 0; /* a category at or past code 62 is chosen */
+            }
+        }
+    }
+    f->left_codes = PyMem_Calloc((size_t)f->n_nodes, sizeof(uint64_t));
+    if (f->left_codes == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < f->n_nodes; i++) {
+        const Node *node = f->nodes + i;
+        if (node->meta & META_LEAF || (node->meta & META_FEATURE) != (uint32_t)f->partner_feature) {
+            continue;
+        }
+        uint64_t left = (uint64_t)1 << SLOT_UNKNOWN;
+        if (node->meta & META_DEFAULT_LEFT) {
+            left |= (uint64_t)1 << SLOT_MISSING;
+        }
+        for (int c = 0; c < CODE_SPACE; c++) {
+            if (goes_left(f, node, (float)c)) {
+                left |= (uint64_t)1 << c;
+            }
+        }
+        f->left_codes[i] = left;
+    }
+    f->code_space = 1;
+    return 0;
+}
 
 /* Every index in range, children a pair after their parent (so walks end), categories in
  * range, depth under MAX_DEPTH; then the nodes packed. */
@@ -324,7 +468,7 @@ static int pack(Forest *f, Py_buffer *a) {
             next_cat += 1 + cat_words[i];
         }
     }
-    return 0;
+    return code_space_masks(f);
 }
 
 /* Forest(feature, value, left, right, flags, cat_offset, cat_words, cat_bits, roots,

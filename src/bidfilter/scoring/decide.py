@@ -25,7 +25,6 @@ class Verdict:
 
     decisions: list[PartnerDecision]
     partner_index: np.ndarray  # intp per decision: the model's partner code, -1 if unknown
-    distinct_known: bool  # every partner known to the model, none twice
     sent: list[bool]
     explored: list[bool]
 
@@ -71,7 +70,7 @@ def decide(
     decisions = list(
         map(PartnerDecision, plan.names, scores.tolist(), send, explore, plan.thresholds)
     )
-    return Verdict(decisions, plan.partner_index, plan.distinct_known, send, explore)
+    return Verdict(decisions, plan.partner_index, send, explore)
 
 
 def fail_open(candidates: Sequence[str] | None, model: ServingModel | None) -> Verdict:
@@ -82,12 +81,11 @@ def fail_open(candidates: Sequence[str] | None, model: ServingModel | None) -> V
             PartnerDecision(name, UNKNOWN_PARTNER_PROBABILITY, True, False, 0.0) for name in names
         ]
         index = np.full(len(names), -1, dtype=np.intp) if names else _NOT_A_PARTNER
-        distinct = False
     else:
         plan = model.plan(candidates)
         decisions = [
             PartnerDecision(name, UNKNOWN_PARTNER_PROBABILITY, True, False, threshold)
             for name, threshold in zip(plan.names, plan.thresholds, strict=True)
         ]
-        index, distinct = plan.partner_index, plan.distinct_known
-    return Verdict(decisions, index, distinct, [True] * len(decisions), [False] * len(decisions))
+        index = plan.partner_index
+    return Verdict(decisions, index, [True] * len(decisions), [False] * len(decisions))

@@ -147,7 +147,6 @@ class CandidatePlan:
     thresholds: list[float]  # per candidate as reported; 0.0 for unknown ones
     hash_keys: list[bytes]  # what exploration hashes, per candidate
     partner_index: np.ndarray  # intp per candidate: the model's partner code, -1 if unknown
-    distinct_known: bool  # every candidate known, none twice
 
     @classmethod
     def build(cls, model: ServingModel, names: Sequence[str]) -> CandidatePlan:
@@ -165,7 +164,6 @@ class CandidatePlan:
             thresholds=np.where(index >= 0, cutoffs, 0.0).tolist(),
             hash_keys=[name.encode() for name in names],
             partner_index=index,
-            distinct_known=all_known and len(set(names)) == len(names),
         )
 
 

@@ -93,6 +93,7 @@ class Dispatcher:
             reply = self._answer(connection.encoder, call, arrived_ns, shed)
             if reply is not None:
                 replies.setdefault(connection, []).append(reply)
+        self.metrics.flush()
         for connection, parts in replies.items():
             # Pipelined replies for one connection leave in a single write.
             connection.send(b"".join(parts) if len(parts) > 1 else parts[0])

@@ -102,10 +102,13 @@ class MetricsBoard:
 class WorkerMetrics:
     """One worker's row, with the few operations the hot path needs."""
 
-    __slots__ = ("_row",)
+    __slots__ = ("_pending_explored", "_pending_index", "_pending_sent", "_row")
 
     def __init__(self, row: np.ndarray) -> None:
         self._row = row
+        self._pending_index: list[np.ndarray] = []
+        self._pending_sent: list[bool] = []
+        self._pending_explored: list[bool] = []
 
     def call(self, method: int, result: int, latency_us: float) -> None:
         row = self._row
@@ -115,31 +118,33 @@ class WorkerMetrics:
         row[base + _N_BUCKETS] += latency_us
 
     def partners(
-        self,
-        partner_index: np.ndarray,
-        sent: Sequence[bool],
-        explored: Sequence[bool],
-        distinct: bool,
+        self, partner_index: np.ndarray, sent: Sequence[bool], explored: Sequence[bool]
     ) -> None:
-        """Count one decision per partner: ``partner_index`` holds the model's partner codes (-1
-        for a partner it does not know), ``distinct`` says all are known and none repeats (then
-        plain fancy indexing counts right, and it is several times cheaper than ``np.add.at``)."""
-        row = self._row
-        if distinct and len(partner_index) and partner_index[-1] < UNKNOWN_PARTNER_SLOT:
-            slots = partner_index + _PARTNERS
-            row[slots] += 1
-            row[slots + MAX_PARTNERS] += sent
-            row[slots + 2 * MAX_PARTNERS] += explored
+        """Record one decision per partner: ``partner_index`` holds the model's partner codes
+        (-1 for a partner it does not know). Counted at the next :meth:`flush`."""
+        self._pending_index.append(partner_index)
+        self._pending_sent.extend(sent)
+        self._pending_explored.extend(explored)
+
+    def flush(self) -> None:
+        """Add the recorded decisions to the shared row: once per batch of calls, because a few
+        numpy operations cost more than the counting they do for one call."""
+        if not self._pending_index:
             return
-        slots = np.where(
-            (partner_index < 0) | (partner_index >= UNKNOWN_PARTNER_SLOT),
-            UNKNOWN_PARTNER_SLOT,
-            partner_index,
+        codes = np.concatenate(self._pending_index)
+        slots = np.where((codes < 0) | (codes >= UNKNOWN_PARTNER_SLOT), UNKNOWN_PARTNER_SLOT, codes)
+        row = self._row
+        # Repeated slots (a partner in many calls) must all count: hence bincount, not +=.
+        row[_PARTNERS : _PARTNERS + MAX_PARTNERS] += np.bincount(slots, minlength=MAX_PARTNERS)
+        row[_PARTNERS + MAX_PARTNERS : _PARTNERS + 2 * MAX_PARTNERS] += np.bincount(
+            slots, weights=self._pending_sent, minlength=MAX_PARTNERS
         )
-        slots += _PARTNERS
-        np.add.at(row, slots, 1)
-        np.add.at(row, slots + MAX_PARTNERS, sent)
-        np.add.at(row, slots + 2 * MAX_PARTNERS, explored)
+        row[_PARTNERS + 2 * MAX_PARTNERS : _GAUGES] += np.bincount(
+            slots, weights=self._pending_explored, minlength=MAX_PARTNERS
+        )
+        self._pending_index.clear()
+        self._pending_sent.clear()
+        self._pending_explored.clear()
 
     def add(self, gauge: str, amount: float = 1.0) -> None:
         self._row[_GAUGE_INDEX[gauge]] += amount
@@ -165,6 +170,7 @@ def render(
     workers_configured: int,
     worker_restarts: int,
     reloads: dict[str, int],
+    store_poll_failures: int = 0,
 ) -> str:
     """Prometheus text exposition (format 0.0.4) of the summed counters."""
     lines: list[str] = []
@@ -246,6 +252,13 @@ def render(
         lines.append(
             f"bidfilter_model_reloads_total{_labels(result=result)} {reloads.get(result, 0)}"
         )
+
+    metric(
+        "bidfilter_store_poll_failures_total",
+        "counter",
+        "Looks at the model store that failed (unreachable, refused, or a bad LATEST).",
+    )
+    lines.append(f"bidfilter_store_poll_failures_total {store_poll_failures}")
 
     metric("bidfilter_workers", "gauge", "Worker processes alive and configured.")
     lines.append(f"bidfilter_workers{_labels(state='alive')} {workers_alive}")

@@ -144,6 +144,4 @@ class FilterService:
 
     def _count_partners(self, verdict: Verdict) -> None:
         if verdict.decisions:
-            self.metrics.partners(
-                verdict.partner_index, verdict.sent, verdict.explored, verdict.distinct_known
-            )
+            self.metrics.partners(verdict.partner_index, verdict.sent, verdict.explored)

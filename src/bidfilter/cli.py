@@ -217,6 +217,9 @@ _SERVE_FLAGS = (
     "max_pending_calls",
     "max_connections",
     "drain_s",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
 )
 
 
@@ -256,6 +259,9 @@ def cmd_loadgen(args: argparse.Namespace, settings: Settings) -> int:
         progress=sys.stderr.isatty() or args.progress,
         candidates=args.candidates,
         timeout=args.timeout,
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
@@ -274,6 +280,9 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         out_png=Path(args.png) if args.png else None,
         protocol=args.protocol,
         transport=args.transport,
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
     print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.to_table())
     return 0
@@ -574,6 +583,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--drain-s", type=float, help="on SIGTERM, seconds to finish in-flight calls (default 10)"
     )
+    serve.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="PEM",
+        help="serve Thrift over TLS (1.2+) with this certificate (chain); needs --tls-key."
+        " The HTTP side port stays plaintext",
+    )
+    serve.add_argument(
+        "--tls-key", type=Path, metavar="PEM", help="the unencrypted private key of --tls-cert"
+    )
+    serve.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="PEM",
+        help="mutual TLS: refuse clients without a certificate signed by this CA",
+    )
 
     def client_flags(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--target", required=True, help="the server, HOST:PORT")
@@ -582,6 +607,22 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("--protocol", choices=["binary", "compact"], default="binary")
         sub.add_argument("--transport", choices=["framed", "unframed"], default="framed")
+        sub.add_argument(
+            "--tls-ca",
+            type=Path,
+            metavar="PEM",
+            help="connect over TLS, trusting this CA (TLS is on with any --tls-* flag;"
+            " default CA: the system's)",
+        )
+        sub.add_argument(
+            "--tls-cert",
+            type=Path,
+            metavar="PEM",
+            help="client certificate, for a server that requires one (mutual TLS)",
+        )
+        sub.add_argument(
+            "--tls-key", type=Path, metavar="PEM", help="private key of --tls-cert, if apart"
+        )
 
     loadgen = command(
         "loadgen",

@@ -4,6 +4,7 @@ and passed down explicitly (nothing below the CLI reads the environment)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,13 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=1 << 20, ge=1024)
     max_candidates: int = Field(default=1000, ge=1, description="per request")
     max_batch: int = Field(default=1000, ge=1, description="requests per filter_batch")
+
+    # --- serve: TLS on the Thrift port (checked, files read, by bidfilter.server.tls)
+    tls_cert: Path | None = Field(default=None, description="PEM certificate (chain)")
+    tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert")
+    tls_client_ca: Path | None = Field(
+        default=None, description="PEM CA: clients must present a certificate it signed"
+    )
 
     # --- serve: decisions
     exploration_rate: float = Field(default=0.01, ge=0, le=1)

@@ -5,7 +5,9 @@
 - ``run_loadgen``: the auction server's traffic replayed from the logs, open or closed loop,
   over several processes, into a ``LoadReport``;
 - ``simulate``: the SSP's auctions with and without the filter, into a ``SimulationReport``;
-- ``LatencyHistogram``: the HDR-style histogram the load generator measures with.
+- ``LatencyHistogram``: the HDR-style histogram the load generator measures with;
+- ``client_context``: the TLS context the clients build from ``tls_ca``/``tls_cert``/``tls_key``,
+  to adjust and pass as ``ssl_context``.
 
 Both clients retry a call that failed to reach the server on another connection (every method
 is idempotent) and raise the server's own answers (``RemoteInvalidRequestError``,
@@ -14,6 +16,7 @@ is idempotent) and raise the server's own answers (``RemoteInvalidRequestError``
 
 from bidfilter.client.async_client import AsyncBidFilterClient
 from bidfilter.client.auction import AUCTION_KINDS, AuctionKind, clearing_price, floor_of
+from bidfilter.client.connection_settings import client_context
 from bidfilter.client.errors import (
     BidFilterClientError,
     BidFilterTimeoutError,
@@ -65,6 +68,7 @@ __all__ = [
     "SimulationReport",
     "Transport",
     "clearing_price",
+    "client_context",
     "floor_of",
     "read_logged_auctions",
     "run_loadgen",

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Final
 
@@ -226,7 +228,8 @@ class AsyncBidFilterClient(ConnectionSettings):
     from any number of tasks at once: calls spread round-robin over the connections, each
     carrying as many calls in flight as are made. Each call gets ``timeout`` seconds per
     attempt and ``retries`` more attempts on other connections; ``connect_timeout`` bounds each
-    connection attempt. Not thread-safe: use it from the event loop it was first used in.
+    connection attempt, TLS handshake included (TLS options: see ``ConnectionSettings``). Not
+    thread-safe: use it from the event loop it was first used in.
     """
 
     def __init__(
@@ -241,6 +244,11 @@ class AsyncBidFilterClient(ConnectionSettings):
         retries: int = 2,
         connect_timeout: float = 1.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        ssl_context: ssl.SSLContext | None = None,
+        tls_ca: str | Path | None = None,
+        tls_cert: str | Path | None = None,
+        tls_key: str | Path | None = None,
+        server_hostname: str | None = None,
     ) -> None:
         if connections < 1:
             raise ValueError(f"connections must be at least 1, not {connections}")
@@ -253,6 +261,11 @@ class AsyncBidFilterClient(ConnectionSettings):
             retries=retries,
             connect_timeout=connect_timeout,
             max_message_bytes=max_message_bytes,
+            ssl_context=ssl_context,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            server_hostname=server_hostname,
         )
         self.connections = connections
         self._pool: list[_PipelinedConnection | None] = [None] * connections
@@ -389,7 +402,11 @@ class AsyncBidFilterClient(ConnectionSettings):
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, connection = await loop.create_connection(
-                    lambda: _PipelinedConnection(encoder, timeout, limit), self.host, self.port
+                    lambda: _PipelinedConnection(encoder, timeout, limit),
+                    self.host,
+                    self.port,
+                    ssl=self.ssl_context,
+                    server_hostname=self.server_hostname,
                 )
         except TimeoutError:
             raise AttemptFailedError(

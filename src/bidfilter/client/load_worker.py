@@ -70,6 +70,10 @@ class LoadPlan:
     max_records: int
     first_record: int  # this process replays records first_record, +stride, +2 stride, ...
     stride: int
+    # TLS as files, not an SSLContext: a context cannot be pickled (see ConnectionSettings).
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 ProgressSink = Callable[[LoadTally], None]
@@ -107,6 +111,9 @@ class LoadWorker:
             connections=plan.connections,
             timeout=plan.timeout_s,
             retries=plan.retries,
+            tls_ca=plan.tls_ca,
+            tls_cert=plan.tls_cert,
+            tls_key=plan.tls_key,
         )
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._start = 0.0

@@ -21,6 +21,7 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import IO, Any, Final
 
+from bidfilter.client.connection_settings import client_context
 from bidfilter.client.errors import BidFilterUnavailableError
 from bidfilter.client.load_report import LoadReport, LoadTally
 from bidfilter.client.load_worker import CANDIDATE_MODES, LoadPlan, run_plan
@@ -52,6 +53,9 @@ def run_loadgen(
     drain: float | None = None,
     max_records: int = 100_000,
     progress_stream: IO[str] | None = None,
+    tls_ca: Path | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
 ) -> LoadReport:
     """Replay the requests of ``logs`` against ``target`` for ``duration`` seconds.
 
@@ -62,6 +66,7 @@ def run_loadgen(
     (``retries=0``: like an auction server, a late answer is not asked again). ``drain``: how
     long calls still in flight at the end may take (default ``timeout × (retries + 1)``, plus a
     little). ``progress`` writes one line per second to ``progress_stream`` (stderr).
+    ``tls_ca``, ``tls_cert``, ``tls_key``: TLS, as ``ConnectionSettings`` says.
 
     Raises ``BidFilterUnavailableError`` if the server cannot be reached at the start, and
     ``LogFormatError`` if ``logs`` holds no records.
@@ -79,6 +84,8 @@ def run_loadgen(
         raise ValueError(f"depth must be at least 1, not {depth}")
     if candidates not in CANDIDATE_MODES:
         raise ValueError(f"candidates must be one of {CANDIDATE_MODES}, not {candidates!r}")
+    if tls_ca or tls_cert or tls_key:
+        client_context(tls_ca, tls_cert, tls_key)  # a bad file fails here, not in each process
     drain_s = drain if drain is not None else timeout * (retries + 1) + 0.5
     plans = [
         LoadPlan(
@@ -98,6 +105,9 @@ def run_loadgen(
             max_records=max_records,
             first_record=k,
             stride=processes,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
         for k in range(processes)
     ]

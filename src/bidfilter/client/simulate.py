@@ -156,10 +156,14 @@ def simulate(
     in_flight: int = DEFAULT_IN_FLIGHT,
     timeout: float = 1.0,
     retries: int = 2,
+    tls_ca: Path | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
 ) -> SimulationReport:
     """Settle the first ``limit`` logged auctions (all when ``None``) with and without the
     filter at ``target``; also plot them to ``out_png`` when given. ``in_flight`` bounds the
-    calls pipelined at once.
+    calls pipelined at once. ``tls_ca``, ``tls_cert``, ``tls_key``: TLS, as
+    ``ConnectionSettings`` says.
 
     Raises ``BidFilterUnavailableError`` if the server cannot be reached at the start, and
     ``LogFormatError`` if ``logs`` holds no records.
@@ -179,6 +183,9 @@ def simulate(
         connections=connections,
         timeout=timeout,
         retries=retries,
+        tls_ca=tls_ca,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
     answers = asyncio.run(_ask_filter(client, auctions, in_flight))
     elapsed = time.perf_counter() - began

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import TracebackType
 
 from bidfilter.client.connection_settings import ConnectionSettings
@@ -54,15 +56,25 @@ class _Connection:
         encoder: CallEncoder,
         connect_timeout: float,
         max_message_bytes: int,
+        tls: ssl.SSLContext | None,
+        server_hostname: str | None,
     ) -> None:
         try:
-            self._socket = socket.create_connection((host, port), timeout=connect_timeout)
+            sock = socket.create_connection((host, port), timeout=connect_timeout)
         except OSError as error:
             raise AttemptFailedError(
                 f"cannot connect: {error}", timed_out=isinstance(error, TimeoutError)
             ) from None
         # Calls are small and answered at once: Nagle's algorithm would hold them back.
-        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            try:  # the handshake runs here, each step bounded by the socket's connect_timeout
+                sock = tls.wrap_socket(sock, server_hostname=server_hostname)
+            except OSError as error:  # the failed SSLSocket has closed the socket already
+                raise AttemptFailedError(
+                    f"TLS handshake failed: {error}", timed_out=isinstance(error, TimeoutError)
+                ) from None
+        self._socket = sock
         self._decoder = ReplyDecoder(encoder.protocol, encoder.transport, max_message_bytes)
         self._seqid = 0
 
@@ -109,7 +121,8 @@ class BidFilterClient(ConnectionSettings):
     At most ``pool_size`` connections are open at once (a call waits up to ``timeout`` for a
     free one, then fails with ``BidFilterUnavailableError``). Each call gets ``timeout``
     seconds per attempt and ``retries`` more attempts on fresh connections; ``connect_timeout``
-    bounds each connection attempt.
+    bounds each connection attempt, TLS handshake included. TLS options: see
+    ``ConnectionSettings``.
     """
 
     def __init__(
@@ -124,6 +137,11 @@ class BidFilterClient(ConnectionSettings):
         retries: int = 2,
         connect_timeout: float = 1.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        ssl_context: ssl.SSLContext | None = None,
+        tls_ca: str | Path | None = None,
+        tls_cert: str | Path | None = None,
+        tls_key: str | Path | None = None,
+        server_hostname: str | None = None,
     ) -> None:
         if pool_size < 1:
             raise ValueError(f"pool_size must be at least 1, not {pool_size}")
@@ -136,6 +154,11 @@ class BidFilterClient(ConnectionSettings):
             retries=retries,
             connect_timeout=connect_timeout,
             max_message_bytes=max_message_bytes,
+            ssl_context=ssl_context,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            server_hostname=server_hostname,
         )
         self.pool_size = pool_size
         self._lock = threading.Lock()
@@ -245,7 +268,13 @@ class BidFilterClient(ConnectionSettings):
 
     def _connect(self) -> _Connection:
         return _Connection(
-            self.host, self.port, self._encoder, self.connect_timeout, self.max_message_bytes
+            self.host,
+            self.port,
+            self._encoder,
+            self.connect_timeout,
+            self.max_message_bytes,
+            self.ssl_context,
+            self.server_hostname,
         )
 
     def _take_idle(self) -> _Connection | None:

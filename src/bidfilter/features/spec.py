@@ -8,6 +8,7 @@ values seen often enough in training, 0 for any other value (out of vocabulary),
 
 from __future__ import annotations
 
+import array
 from collections.abc import Sequence
 from typing import Any
 
@@ -93,8 +94,12 @@ class FeatureEncoder:
 
     def request_vector(self, request: BidRequest, ts_ms: int) -> np.ndarray:
         """The request's row with the partner column left NaN (float32)."""
+        return np.frombuffer(self.request_values(request, ts_ms), dtype=np.float32)
+
+    def request_values(self, request: BidRequest, ts_ms: int) -> array.array[float]:
+        """:meth:`request_vector` as a float32 ``array.array``: what the serving hot path hands
+        to the compiled evaluator (building it costs a fraction of a numpy array's set-up)."""
         numeric, categorical = extract(request, ts_ms)
-        # One list, one conversion: element-wise numpy writes cost more than the features.
         values: list[float] = numeric
         values.extend(
             [
@@ -103,7 +108,7 @@ class FeatureEncoder:
             ]
         )
         values.append(NAN)
-        return np.array(values, dtype=np.float32)
+        return array.array("f", values)
 
     def rows(self, request: BidRequest, ts_ms: int, partners: Sequence[str]) -> np.ndarray:
         """One row per partner (K x F); a partner unknown to the spec gets a NaN partner code."""

@@ -9,7 +9,13 @@ request (prebid and SSPs put all sorts there) and a malformed one must not cost 
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
+
+# JSON integers have no size limit and msgspec keeps them as Python ints of any size; one past
+# float's range makes features (float(), float32) overflow. OpenRTB integers are 64-bit.
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 
 class _Object(msgspec.Struct, omit_defaults=True):
@@ -17,30 +23,30 @@ class _Object(msgspec.Struct, omit_defaults=True):
 
 
 class Format(_Object):
-    w: int | None = None
-    h: int | None = None
+    w: Int64 | None = None
+    h: Int64 | None = None
 
 
 class Banner(_Object):
-    w: int | None = None
-    h: int | None = None
+    w: Int64 | None = None
+    h: Int64 | None = None
     format: list[Format] | None = None
 
 
 class Video(_Object):
-    w: int | None = None
-    h: int | None = None
-    minduration: int | None = None
-    maxduration: int | None = None
-    plcmt: int | None = None
-    placement: int | None = None
-    protocols: list[int] | None = None
-    startdelay: int | None = None
+    w: Int64 | None = None
+    h: Int64 | None = None
+    minduration: Int64 | None = None
+    maxduration: Int64 | None = None
+    plcmt: Int64 | None = None
+    placement: Int64 | None = None
+    protocols: list[Int64] | None = None
+    startdelay: Int64 | None = None
 
 
 class Audio(_Object):
-    minduration: int | None = None
-    maxduration: int | None = None
+    minduration: Int64 | None = None
+    maxduration: Int64 | None = None
 
 
 class Native(_Object):
@@ -54,7 +60,7 @@ class Deal(_Object):
 
 
 class Pmp(_Object):
-    private_auction: int | None = None
+    private_auction: Int64 | None = None
     deals: list[Deal] | None = None
 
 
@@ -67,8 +73,8 @@ class Imp(_Object):
     pmp: Pmp | None = None
     bidfloor: float = 0.0
     bidfloorcur: str | None = None
-    instl: int | None = None
-    secure: int | None = None
+    instl: Int64 | None = None
+    secure: Int64 | None = None
     tagid: str | None = None
 
 
@@ -97,20 +103,20 @@ class Geo(_Object):
     metro: str | None = None
     lat: float | None = None
     lon: float | None = None
-    utcoffset: int | None = None
+    utcoffset: Int64 | None = None
 
 
 class Device(_Object):
     ua: str | None = None
-    devicetype: int | None = None
+    devicetype: Int64 | None = None
     os: str | None = None
     make: str | None = None
     model: str | None = None
-    connectiontype: int | None = None
+    connectiontype: Int64 | None = None
     geo: Geo | None = None
     ifa: str | None = None
-    lmt: int | None = None
-    dnt: int | None = None
+    lmt: Int64 | None = None
+    dnt: Int64 | None = None
 
 
 class Eid(_Object):
@@ -132,14 +138,14 @@ class User(_Object):
 
 
 class RegsExt(_Object):
-    gdpr: int | None = None
+    gdpr: Int64 | None = None
     us_privacy: str | None = None
     gpp: str | None = None
 
 
 class Regs(_Object):
-    coppa: int | None = None
-    gdpr: int | None = None
+    coppa: Int64 | None = None
+    gdpr: Int64 | None = None
     us_privacy: str | None = None
     gpp: str | None = None
     ext: msgspec.Raw = msgspec.Raw()
@@ -151,7 +157,7 @@ class SupplyChainNode(_Object):
 
 
 class SupplyChain(_Object):
-    complete: int | None = None
+    complete: Int64 | None = None
     nodes: list[SupplyChainNode] | None = None
 
 
@@ -173,6 +179,6 @@ class BidRequest(_Object):
     user: User | None = None
     regs: Regs | None = None
     source: Source | None = None
-    tmax: int | None = None
-    at: int | None = None
-    test: int | None = None
+    tmax: Int64 | None = None
+    at: Int64 | None = None
+    test: Int64 | None = None

@@ -1,9 +1,10 @@
 """Strict, fast BidRequest decoding with errors that name the offending field.
 
-Decoding is one msgspec pass into the typed subset of :mod:`bidfilter.openrtb.model`; the checks
-that types cannot express (non-empty ids and imps, a media object per imp, no negative sizes or
-floors, site xor app, flag values) follow in a short loop. Accessors at the end read the fields that
-OpenRTB 2.6 moved out of ``ext`` from whichever location the request uses.
+Decoding is one msgspec pass into the typed subset of :mod:`bidfilter.openrtb.model` (whose
+integers are 64-bit); the checks that types cannot express (non-empty ids and imps, a media object
+per imp, no negative sizes, floors from 0 to ``MAX_BIDFLOOR``, flag values) follow in a short
+loop. Accessors at the end read the fields that OpenRTB 2.6 moved out of ``ext`` from whichever
+location the request uses.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class ParseLimits:
 
 
 DEFAULT_LIMITS = ParseLimits()
+
+MAX_BIDFLOOR = 1e9
+"""A CPM floor above this, in any currency, is a mistake; features would overflow float32."""
 
 _DECODER = msgspec.json.Decoder(BidRequest)
 # msgspec reports "<what> - at `$.imp[0].id`"; the path is the field we name on the wire.
@@ -75,6 +79,8 @@ def parse_bid_request(raw: bytes | str, limits: ParseLimits = DEFAULT_LIMITS) ->
         raise InvalidRequestError("$", "JSON is nested too deeply") from None
     except UnicodeDecodeError as exc:
         raise InvalidRequestError("$", f"invalid UTF-8 at byte {exc.start}") from None
+    except UnicodeEncodeError as exc:  # a str holding a lone surrogate
+        raise InvalidRequestError("$", f"not encodable as UTF-8 at character {exc.start}") from None
     _check(request, limits)
     return request
 
@@ -106,6 +112,8 @@ def _check_imp(imp: Imp, where: str) -> None:
         raise InvalidRequestError(where, "needs one of banner, video, audio or native")
     if imp.bidfloor < 0:
         raise InvalidRequestError(f"{where}.bidfloor", "must not be negative")
+    if imp.bidfloor > MAX_BIDFLOOR:
+        raise InvalidRequestError(f"{where}.bidfloor", f"over the {MAX_BIDFLOOR:g} limit")
     sizes: list[tuple[str, int | None]] = []
     if imp.banner is not None:
         sizes += [(f"{where}.banner.w", imp.banner.w), (f"{where}.banner.h", imp.banner.h)]

@@ -1,3 +1,5 @@
+import array
+
 import numpy as np
 
 class Forest:
@@ -16,5 +18,7 @@ class Forest:
         partner_feature: int,
         base_margin: float,
     ) -> None: ...
-    def predict_shared(self, row: np.ndarray, partners: np.ndarray, out: np.ndarray) -> None: ...
+    def predict_shared(
+        self, row: np.ndarray | array.array[float], partners: np.ndarray, out: np.ndarray
+    ) -> None: ...
     def predict_rows(self, rows: np.ndarray, out: np.ndarray) -> None: ...

@@ -53,7 +53,7 @@ def decide(
     ``exploration_rate`` of them, so the logs keep showing what filtered traffic would have got.
     """
     plan = model.plan(candidates)
-    scores = model.score_request(model.encoder.request_vector(request, now_ms), plan.codes)
+    scores = model.score_request(model.encoder.request_values(request, now_ms), plan.codes)
     if plan.known is not None:
         known_scores = scores
         scores = np.full(len(plan.names), UNKNOWN_PARTNER_PROBABILITY)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import datetime as dt
 import logging
 import math
@@ -97,14 +98,14 @@ class ServingModel:
         """Bid probabilities for feature rows (N x F float32), by XGBoost itself."""
         return np.asarray(self.booster.inplace_predict(rows), dtype=np.float64)
 
-    def score_request(self, row: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """Bid probabilities of one request (its row, partner column aside) for each partner code
-        in ``codes`` (float32): the serving hot path."""
+    def score_request(self, row: np.ndarray | array.array[float], codes: np.ndarray) -> np.ndarray:
+        """Bid probabilities of one request (its float32 row, partner column aside) for each
+        partner code in ``codes`` (float32): the serving hot path."""
         if self.forest is not None:
             out = np.empty(len(codes), dtype=np.float64)
             self.forest.predict_shared(row, codes, out)
             return out
-        rows = np.repeat(row[None, :], len(codes), axis=0)
+        rows = np.repeat(np.frombuffer(row, dtype=np.float32)[None, :], len(codes), axis=0)
         rows[:, -1] = codes
         return self.predict(rows)
 

@@ -46,6 +46,7 @@ class ModelWatcher:
         self.refused: dict[str, str] = {}
         self.successes = 0
         self.failures = 0
+        self.store_failures = 0  # looks at the store that failed; the next poll tries again
         self._store_error_logged = False
 
     async def check(self) -> LoadedVersion | None:
@@ -53,6 +54,7 @@ class ModelWatcher:
         try:
             latest = await asyncio.to_thread(self.store.latest)
         except StoreError as error:
+            self.store_failures += 1
             if not self._store_error_logged:
                 log.warning("model store %s unreachable: %s", self.store.uri, error)
                 self._store_error_logged = True
@@ -70,6 +72,7 @@ class ModelWatcher:
             path = await asyncio.to_thread(self.store.fetch, latest, self.cache_dir)
             model = await asyncio.to_thread(ServingModel.load, path)
         except StoreError as error:
+            self.store_failures += 1
             log.warning("could not fetch version %s: %s (will retry)", latest, error)
             return self.current
         except (ArtifactError, OSError, ValueError) as error:

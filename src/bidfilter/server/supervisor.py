@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -22,12 +23,16 @@ from bidfilter.artifact import ModelStore
 from bidfilter.server.http_side import serve_http
 from bidfilter.server.metrics import MetricsBoard, render
 from bidfilter.server.reload import LoadedVersion, ModelWatcher
+from bidfilter.server.tls import server_context
 from bidfilter.server.worker import listening_socket, run_worker
 from bidfilter.settings import Settings
 
 log = logging.getLogger(__name__)
 
+_SINGLE_THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
 _RESPAWN_MIN_INTERVAL_S = 1.0
+_FIRST_CHECK_WAIT_S = 5.0
 
 
 @dataclass
@@ -53,6 +58,11 @@ class Supervisor:
         self._watcher: ModelWatcher | None = None
 
     def run(self) -> int:
+        # Every worker builds its own TLS context; building one here first stops a bad
+        # certificate or key with one error naming the setting, before any worker starts.
+        if server_context(self.settings) is not None:
+            mutual = " with client certificates required" if self.settings.tls_client_ca else ""
+            log.info("TLS on the Thrift port%s", mutual)
         asyncio.run(self._main())
         return 0
 
@@ -70,7 +80,12 @@ class Supervisor:
         self._watcher = ModelWatcher(
             self.store, Path(settings.cache_dir), settings.poll_s, self._broadcast
         )
-        await self._watcher.check()
+        # The first look at the store gives the workers a model to start with. A store that
+        # hangs (dropped packets, a server that accepts and never answers) would hold up the
+        # port, the side port and SIGTERM for minutes of botocore timeouts: past a short wait
+        # the workers start fail-open and get the model from the watcher when it arrives.
+        first_check = asyncio.create_task(self._watcher.check())
+        await asyncio.wait({first_check}, timeout=_FIRST_CHECK_WAIT_S)
         for slot in range(settings.workers):
             self._spawn(slot)
         http = await serve_http(
@@ -87,19 +102,24 @@ class Supervisor:
             self.store.uri,
         )
         tasks = [
-            asyncio.create_task(self._watcher.run()),
+            asyncio.create_task(self._watch(first_check)),
             asyncio.create_task(self._monitor()),
         ]
         await stop.wait()
         self.stopping = True
         log.info("stopping: draining workers (up to %.0f s)", settings.drain_s)
-        for task in tasks:
+        for task in (first_check, *tasks):
             task.cancel()
         await self._stop_workers()
         http.close()
         reservation.close()
         self._board.close()
         log.info("stopped")
+
+    async def _watch(self, first_check: asyncio.Task[LoadedVersion | None]) -> None:
+        assert self._watcher is not None
+        await first_check
+        await self._watcher.run()
 
     # --- workers ----------------------------------------------------------------------------------
 
@@ -108,6 +128,11 @@ class Supervisor:
         current = self._watcher.current
         initial = (str(current.path), current.generation) if current else None
         parent, child = self._context.Pipe()
+        # A worker is single-threaded by design (parallelism is more workers): keep numpy's BLAS
+        # and OpenMP from starting thread pools that would spin beside it. The spawned process
+        # reads these before numpy loads; a value the operator set wins.
+        for variable in _SINGLE_THREAD_ENV:
+            os.environ.setdefault(variable, "1")
         process = self._context.Process(
             target=run_worker,
             args=(
@@ -213,5 +238,6 @@ class Supervisor:
             workers_configured=self.settings.workers,
             worker_restarts=self.restarts,
             reloads={"success": self._watcher.successes, "failure": self._watcher.failures},
+            store_poll_failures=self._watcher.store_failures,
         )
         return 200, "text/plain; version=0.0.4; charset=utf-8", text.encode()

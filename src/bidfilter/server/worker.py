@@ -24,6 +24,7 @@ from bidfilter.server.connection import ThriftConnection
 from bidfilter.server.dispatch import Dispatcher
 from bidfilter.server.metrics import MetricsBoard
 from bidfilter.server.service import FilterService
+from bidfilter.server.tls import server_context
 from bidfilter.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,17 @@ class Worker:
             if model is not None:
                 self.service.swap(model, initial[1])
         sock = listening_socket(self.settings.host, port)
-        server = await loop.create_server(lambda: ThriftConnection(self), sock=sock)
+        tls = server_context(self.settings)  # None: plaintext
+        server = await loop.create_server(
+            lambda: ThriftConnection(self),
+            sock=sock,
+            ssl=tls,
+            # Bounded like a started message: a client that stalls mid-handshake, or never
+            # starts one, holds its connection no longer (our timers start after the handshake);
+            # nor does one that never answers our close_notify (asyncio would wait 30 s).
+            ssl_handshake_timeout=None if tls is None else self.settings.read_timeout_s,
+            ssl_shutdown_timeout=None if tls is None else self.settings.read_timeout_s,
+        )
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)

@@ -133,7 +133,9 @@ class _MessageStream(Generic[_T]):
             if self._transport is Transport.FRAMED:
                 if size - pos < 4:
                     self._check_partial_length(buf[pos:])
-                    self._needed = 4
+                    # Look again at the next byte, not the fourth: it may already rule the
+                    # length out, and the refusal must not depend on how the bytes were split.
+                    self._needed = size - pos + 1
                     break
                 (length,) = _length_from(buf, pos)
                 if length < 0:
@@ -226,7 +228,7 @@ class ThriftConnectionDecoder(_MessageStream[DecodedCall]):
                 raise _not_thrift(prefix)
             raise MessageTooLargeError(lowest, self.max_message_bytes, "frame")
         if len(prefix) < 4:
-            self._needed = 4
+            self._needed = len(prefix) + 1  # the next byte may rule the length out
             return False
         length = lowest
         if length == 0:  # an empty frame: the protocol will be told by the next one

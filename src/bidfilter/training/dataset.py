@@ -52,10 +52,6 @@ class SplitRows:
             requests=self.requests[rows],
         )
 
-    @property
-    def has_oracle(self) -> bool:
-        return len(self.oracle_p) > 0 and not np.isnan(self.oracle_p).any()
-
 
 @dataclass(frozen=True, slots=True)
 class TrainingData:
@@ -88,6 +84,24 @@ def _utc(ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
 
 
+def split_points(
+    timestamps: np.ndarray, config: DatasetConfig, logs: str | os.PathLike[str]
+) -> tuple[int, int]:
+    """Where the validation and test periods start (epoch ms), from every logged request's ``ts``:
+    the quantiles leaving ``valid_fraction`` and ``test_fraction`` of the requests after them."""
+    if len(timestamps) < 10:
+        raise ValueError(f"{logs}: {len(timestamps)} requests is too few to train on")
+    valid_start, test_start = np.quantile(
+        timestamps, [1 - config.valid_fraction - config.test_fraction, 1 - config.test_fraction]
+    ).astype(np.int64)
+    return int(valid_start), int(test_start)
+
+
+def split_of(ts: np.ndarray, valid_start: int, test_start: int) -> np.ndarray:
+    """Each request's split by its ``ts`` (epoch ms): 0 train, 1 validation, 2 test (int8)."""
+    return np.where(ts < valid_start, 0, np.where(ts < test_start, 1, 2)).astype(np.int8)
+
+
 def build_dataset(
     logs: str | os.PathLike[str],
     config: DatasetConfig | None = None,
@@ -98,13 +112,7 @@ def build_dataset(
     ``progress`` is called with the number of requests just processed (for a progress bar).
     """
     config = config or DatasetConfig()
-    timestamps = _timestamps(logs)
-    if len(timestamps) < 10:
-        raise ValueError(f"{logs}: {len(timestamps)} requests is too few to train on")
-    valid_start, test_start = np.quantile(
-        timestamps, [1 - config.valid_fraction - config.test_fraction, 1 - config.test_fraction]
-    ).astype(np.int64)
-    del timestamps
+    valid_start, test_start = split_points(_timestamps(logs), config, logs)
 
     builder = RequestFeatureBuilder()
     request_ts: list[np.ndarray] = []
@@ -156,9 +164,7 @@ def build_dataset(
     if skipped:
         log.warning("skipped %d invalid logged requests: %s", sum(skipped.values()), skipped)
     ts_all = np.concatenate(request_ts)
-    request_split = np.where(ts_all < valid_start, 0, np.where(ts_all < test_start, 1, 2)).astype(
-        np.int8
-    )
+    request_split = split_of(ts_all, valid_start, test_start)
     matrix, vocabularies = builder.build(
         request_split == 0, max_size=config.vocabulary_size, min_count=config.vocabulary_min_count
     )
@@ -214,8 +220,8 @@ def build_dataset(
         test=rows_of(2, subsample=False),
         data_start=_utc(int(ts_all.min())),
         data_end=_utc(int(ts_all.max())),
-        valid_start=_utc(int(valid_start)),
-        test_start=_utc(int(test_start)),
+        valid_start=_utc(valid_start),
+        test_start=_utc(test_start),
         requests=kept,
         skipped_requests=sum(skipped.values()),
         skipped_fields=skipped,

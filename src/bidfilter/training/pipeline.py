@@ -1,7 +1,13 @@
-"""``bidfilter train``: logs -> dataset -> model -> thresholds -> report -> published version."""
+"""``bidfilter train``: logs -> dataset -> model -> thresholds -> report -> published version.
+
+The steps after fitting (thresholds, report, plots, publish) are shared with the Spark engine
+(:mod:`bidfilter.training.spark`): both hand them a :class:`DatasetSummary` and the scored
+validation and test rows, so the two engines publish the same kind of version.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -12,10 +18,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from bidfilter.artifact import ModelStore, new_version_id, write_manifest
-from bidfilter.features import FEATURE_SPEC_VERSION
+from bidfilter.features import FEATURE_SPEC_VERSION, FeatureSpec
 from bidfilter.training.config import TrainConfig
 from bidfilter.training.dataset import TrainingData, build_dataset, count_rows
 from bidfilter.training.evaluate import calibration_table, evaluate
@@ -53,21 +60,86 @@ class TrainResult:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class DatasetSummary:
+    """What the report and the manifest say about the data a model was trained on."""
+
+    spec: FeatureSpec
+    data_start: dt.datetime
+    data_end: dt.datetime
+    valid_start: dt.datetime
+    test_start: dt.datetime
+    requests: int
+    skipped_requests: int
+    skipped_fields: dict[str, int]
+    rows: dict[str, int]  # "train" (after negative sampling), "valid", "test"
+
+    @classmethod
+    def of(cls, data: TrainingData) -> DatasetSummary:
+        return cls(
+            spec=data.spec,
+            data_start=data.data_start,
+            data_end=data.data_end,
+            valid_start=data.valid_start,
+            test_start=data.test_start,
+            requests=data.requests,
+            skipped_requests=data.skipped_requests,
+            skipped_fields=data.skipped_fields,
+            rows={"train": len(data.train), "valid": len(data.valid), "test": len(data.test)},
+        )
+
+    def describe(self, negative_rate: float) -> str:
+        return (
+            f"{self.requests} requests, {len(self.spec.partners)} partners;"
+            f" rows: train {self.rows['train']}"
+            f" (negatives sampled at {negative_rate}), valid {self.rows['valid']},"
+            f" test {self.rows['test']}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredRows:
+    """A validation or test split scored by the trained model: all that thresholds, the report
+    and the plots read (the feature matrix is no longer needed)."""
+
+    scores: np.ndarray  # (n,) float64 bid probabilities
+    bids: np.ndarray  # (n,) bool
+    partners: np.ndarray  # (n,) int32 partner codes
+    oracle_p: np.ndarray  # (n,) float32, NaN where the logs carry no oracle
+
+    @property
+    def oracle(self) -> np.ndarray | None:
+        """The true bid probabilities if every row has one (synthetic logs), else None."""
+        if len(self.oracle_p) > 0 and not np.isnan(self.oracle_p).any():
+            return self.oracle_p
+        return None
+
+
+def stage_reporter(on_stage: Callable[[str], None] | None) -> Callable[[str], None]:
+    """Logs each stage of a training run, and passes it to ``on_stage`` (the demo's display)."""
+
+    def stage(message: str) -> None:
+        log.info(message)
+        if on_stage is not None:
+            on_stage(message)
+
+    return stage
+
+
 def _bar(total: int, desc: str, enabled: bool) -> tqdm[Any]:
     return tqdm(total=total, desc=desc, unit_scale=True, disable=not enabled, leave=False)
 
 
 def _report(
-    data: TrainingData,
+    data: DatasetSummary,
     model: BidModel,
     config: TrainConfig,
     thresholds: dict[str, float],
-    test_scores: Any,
+    test: ScoredRows,
 ) -> dict[str, Any]:
     spec = data.spec
-    test = data.test
-    oracle = test.oracle_p if test.has_oracle else None
-    metrics = evaluate(test_scores, test.bids, test.partners, spec.partners, thresholds, oracle)
+    oracle = test.oracle
+    metrics = evaluate(test.scores, test.bids, test.partners, spec.partners, thresholds, oracle)
     partners = {
         partner: {
             "threshold": thresholds[partner],
@@ -80,7 +152,7 @@ def _report(
         "target_recall": config.target_recall,
         "test": metrics["overall"],
         "partners": partners,
-        "calibration": calibration_table(test_scores, test.bids),
+        "calibration": calibration_table(test.scores, test.bids),
         "data": {
             "start": data.data_start.isoformat(),
             "end": data.data_end.isoformat(),
@@ -89,7 +161,7 @@ def _report(
             "requests": data.requests,
             "skipped_requests": data.skipped_requests,
             "skipped_by_field": data.skipped_fields,
-            "rows": {"train": len(data.train), "valid": len(data.valid), "test": len(test)},
+            "rows": dict(data.rows),
             "negative_rate": config.dataset.negative_rate,
             "oracle_available": oracle is not None,
         },
@@ -108,41 +180,57 @@ def train(
     """Train on ``logs``, choose thresholds, evaluate, and publish a new version to ``store``."""
     config = config or TrainConfig()
     started = time.monotonic()
-
-    def stage(message: str) -> None:
-        log.info(message)
-        if on_stage is not None:
-            on_stage(message)
+    stage = stage_reporter(on_stage)
 
     stage(f"reading logs from {logs}")
     with _bar(count_rows(logs), "features", progress) as bar:
         data = build_dataset(logs, config.dataset, progress=bar.update)
-    stage(
-        f"{data.requests} requests, {len(data.spec.partners)} partners;"
-        f" rows: train {len(data.train)}"
-        f" (negatives sampled at {config.dataset.negative_rate}), valid {len(data.valid)},"
-        f" test {len(data.test)}"
-    )
+    summary = DatasetSummary.of(data)
+    stage(summary.describe(config.dataset.negative_rate))
     with _bar(config.model.trees, "trees", progress) as bar:
         model = BidModel.fit(data.train, data.valid, data.spec, config.model, progress=bar.update)
     stage(f"trained {model.trees} trees")
 
-    valid_scores = model.predict(data.valid.features)
+    valid, test = (
+        ScoredRows(model.predict(rows.features), rows.bids, rows.partners, rows.oracle_p)
+        for rows in (data.valid, data.test)
+    )
+    return publish_trained(model, summary, valid, test, config, store, stage, started)
+
+
+def publish_trained(
+    model: BidModel,
+    data: DatasetSummary,
+    valid: ScoredRows,
+    test: ScoredRows,
+    config: TrainConfig,
+    store: ModelStore,
+    stage: Callable[[str], None],
+    started: float,
+) -> TrainResult:
+    """Choose each partner's threshold on ``valid``, evaluate on ``test``, and publish a version
+    (model, report, plots, manifest) to ``store``: the steps after fitting, for either engine.
+
+    ``started`` is the ``time.monotonic()`` at which the run began.
+    """
     thresholds = partner_thresholds(
-        valid_scores,
-        data.valid.bids,
-        data.valid.partners,
+        valid.scores,
+        valid.bids,
+        valid.partners,
         data.spec.partners,
         config.target_recall,
         config.partner_recall,
     )
-    test_scores = model.predict(data.test.features)
-    report = _report(data, model, config, thresholds, test_scores)
-    test = report["test"]
+    report = _report(data, model, config, thresholds, test)
+    metrics = report["test"]
     stage(
-        f"test: auc {test['auc']:.4f}, bid recall {test['bid_recall']:.4f},"
-        f" call savings {test['call_savings']:.4f}"
-        + (f" (oracle {test['oracle_call_savings']:.4f})" if "oracle_call_savings" in test else "")
+        f"test: auc {metrics['auc']:.4f}, bid recall {metrics['bid_recall']:.4f},"
+        f" call savings {metrics['call_savings']:.4f}"
+        + (
+            f" (oracle {metrics['oracle_call_savings']:.4f})"
+            if "oracle_call_savings" in metrics
+            else ""
+        )
     )
 
     version = new_version_id()
@@ -151,17 +239,16 @@ def train(
         folder.mkdir()
         model.save(folder)
         (folder / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
-        oracle = data.test.oracle_p if data.test.has_oracle else None
         plot_savings_vs_recall(
             folder / SAVINGS_PLOT,
-            test_scores,
-            data.test.bids,
-            data.test.partners,
+            test.scores,
+            test.bids,
+            test.partners,
             data.spec.partners,
             thresholds,
-            oracle,
+            test.oracle,
         )
-        plot_calibration(folder / CALIBRATION_PLOT, test_scores, data.test.bids)
+        plot_calibration(folder / CALIBRATION_PLOT, test.scores, test.bids)
         write_manifest(
             folder,
             version=version,
@@ -172,7 +259,7 @@ def train(
             model_file=MODEL_FILE,
             partners=data.spec.partners,
             thresholds=thresholds,
-            metrics={"test": test},
+            metrics={"test": metrics},
         )
         stage(f"publishing version {version} to {store.uri}")
         store.publish(folder)

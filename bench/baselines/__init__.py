@@ -1,0 +1,1 @@
+"""Servers bidfilter is compared with; each runs as its own script (its own process)."""

@@ -1,0 +1,237 @@
+"""The Spark engine builds the local engine's rows and spec, and publishes the same artifact.
+
+One local[2] session for the module (bound to 127.0.0.1, no UI), shared by the end-to-end run
+of the ``bidfilter train --engine spark`` command.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+pytest.importorskip("pyspark")
+pytest.importorskip("xgboost.spark")
+if shutil.which("java") is None:
+    pytest.skip("Spark needs a Java runtime (java on PATH)", allow_module_level=True)
+
+from pyspark.sql import SparkSession
+
+from bidfilter.artifact import open_store, verify
+from bidfilter.cli import main
+from bidfilter.logs import iter_log_batches
+from bidfilter.openrtb import InvalidRequestError, parse_bid_request
+from bidfilter.scoring.serving_model import ServingModel
+from bidfilter.training.config import DatasetConfig, ModelConfig
+from bidfilter.training.dataset import SplitRows, build_dataset
+from bidfilter.training.spark import fit_on_spark
+from bidfilter.training.spark_dataset import SparkDataset, build_spark_dataset
+
+pytestmark = pytest.mark.slow
+
+# A low vocabulary threshold, so that 4000 requests give vocabularies worth comparing.
+CONFIG = DatasetConfig(vocabulary_min_count=2)
+SPARK_CONF = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.shuffle.partitions": "4",
+    "spark.default.parallelism": "2",
+    "spark.driver.memory": "1g",
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
+}
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[SparkSession]:
+    with pytest.MonkeyPatch.context() as patch:
+        # Python workers must run this interpreter (the one with bidfilter), not PATH's python3.
+        patch.setenv("PYSPARK_PYTHON", sys.executable)
+        builder = SparkSession.builder.master("local[2]").appName("bidfilter-tests")
+        for key, value in SPARK_CONF.items():
+            builder = builder.config(key, value)
+        session = builder.getOrCreate()
+        # py4j says goodbye at interpreter exit, when pytest has closed the streams that CLI
+        # tests pointed logging at; its INFO lines are noise anyway.
+        logging.getLogger("py4j").setLevel(logging.WARNING)
+        try:
+            yield session
+        finally:
+            session.stop()
+
+
+@pytest.fixture(scope="module")
+def spark_data(spark: SparkSession, synth_logs: Path) -> SparkDataset:
+    return build_spark_dataset(spark, str(synth_logs), CONFIG)  # cached rows go with the session
+
+
+@pytest.fixture(scope="module")
+def spark_rows(spark_data: SparkDataset) -> pa.Table:
+    return spark_data.rows.toArrow()
+
+
+def _request_ids(logs: Path) -> list[str]:
+    """The ids of the valid logged requests, in log order (what ``SplitRows.requests`` indexes)."""
+    ids = []
+    for batch in iter_log_batches(logs, columns=["request_id", "request"]):
+        for request_id, text in zip(
+            batch.column("request_id").to_pylist(), batch.column("request").to_pylist(), strict=True
+        ):
+            try:
+                parse_bid_request(text)
+            except InvalidRequestError:
+                continue
+            ids.append(request_id)
+    return ids
+
+
+def _sorted_by_key(
+    request_ids: np.ndarray, partners: np.ndarray, *columns: np.ndarray
+) -> tuple[np.ndarray, ...]:
+    order = np.lexsort((partners, request_ids))
+    return tuple(column[order] for column in (request_ids, partners, *columns))
+
+
+def _local_rows(split: SplitRows, ids: np.ndarray, partners: list[str]) -> tuple[np.ndarray, ...]:
+    return _sorted_by_key(
+        ids[split.requests],
+        np.array(partners, dtype=object)[split.partners],
+        split.features,
+        split.bids,
+        split.oracle_p,
+    )
+
+
+def _spark_rows(rows: pa.Table, split: int) -> tuple[np.ndarray, ...]:
+    rows = rows.filter(pc.equal(rows.column("split"), split))
+    width = len(rows.column("features")[0]) if rows.num_rows else 0
+    return _sorted_by_key(
+        np.array(rows.column("request_id").to_pylist(), dtype=object),
+        np.array(rows.column("partner").to_pylist(), dtype=object),
+        pc.list_flatten(rows.column("features")).to_numpy().reshape(-1, width),
+        rows.column("bid").to_numpy(),
+        rows.column("oracle_p").to_numpy(),
+        rows.column("weight").to_numpy(),
+    )
+
+
+def test_spark_builds_the_local_feature_spec_and_split(
+    spark_data: SparkDataset, synth_logs: Path
+) -> None:
+    local = build_dataset(synth_logs, CONFIG)
+    summary = spark_data.summary
+    assert summary.spec == local.spec
+    assert summary.spec.to_dict() == local.spec.to_dict()  # same order too, as saved in manifests
+    assert sum(len(v) for v in summary.spec.vocabularies.values()) > 100
+    assert (summary.data_start, summary.data_end) == (local.data_start, local.data_end)
+    assert (summary.valid_start, summary.test_start) == (local.valid_start, local.test_start)
+    assert summary.requests == local.requests
+    assert summary.skipped_fields == local.skipped_fields
+    assert (summary.rows["valid"], summary.rows["test"]) == (len(local.valid), len(local.test))
+
+
+def test_spark_rows_equal_local_rows(
+    spark_rows: pa.Table, spark_data: SparkDataset, synth_logs: Path
+) -> None:
+    local = build_dataset(synth_logs, DatasetConfig(vocabulary_min_count=2, negative_rate=1.0))
+    ids = np.array(_request_ids(synth_logs), dtype=object)
+    partners = local.spec.partners
+
+    # Validation and test rows are never sampled: the very same rows, value for value.
+    for code, split in ((1, local.valid), (2, local.test)):
+        mine = _local_rows(split, ids, partners)
+        theirs = _spark_rows(spark_rows, code)
+        assert len(theirs[0]) == len(split) > 1000
+        for expected, actual in zip(mine, theirs[:-1], strict=True):
+            np.testing.assert_array_equal(actual, expected)
+        assert (theirs[-1] == 1.0).all()
+
+    # Training rows: every bid, a tenth of the non-bids weighted by 10, each row as locally.
+    request_ids, row_partners, features, bids, oracle, weights = _spark_rows(spark_rows, 0)
+    assert len(bids) == spark_data.summary.rows["train"]
+    local_ids, local_partners, local_features, local_bids, local_oracle = _local_rows(
+        local.train, ids, partners
+    )
+    where = {key: row for row, key in enumerate(zip(local_ids, local_partners, strict=True))}
+    at = np.array([where[key] for key in zip(request_ids, row_partners, strict=True)])
+    np.testing.assert_array_equal(features, local_features[at])
+    np.testing.assert_array_equal(bids, local_bids[at])
+    np.testing.assert_array_equal(oracle, local_oracle[at])
+    assert bids.sum() == local_bids.sum()
+    assert set(np.unique(weights[bids])) == {1.0} and set(np.unique(weights[~bids])) == {10.0}
+    kept_share = (~bids).sum() / (~local_bids).sum()
+    assert 0.08 < kept_share < 0.12
+
+
+def test_spark_booster_gets_the_local_hyperparameters(spark_data: SparkDataset) -> None:
+    config = ModelConfig(trees=8, max_depth=4, learning_rate=0.3, early_stopping_rounds=3)
+    model = fit_on_spark(spark_data, config, num_workers=2)
+    assert 1 <= model.trees <= 8
+    assert model.booster.feature_names == spark_data.summary.spec.names
+    assert model.booster.feature_types == spark_data.summary.spec.feature_types
+    settings = json.loads(model.booster.save_config())["learner"]
+    booster = settings["gradient_booster"]["tree_train_param"]
+    assert float(booster["eta"]) == pytest.approx(0.3)
+    assert int(booster["max_depth"]) == 4
+    assert float(booster["lambda"]) == pytest.approx(config.reg_lambda)
+    assert float(booster["min_child_weight"]) == pytest.approx(config.min_child_weight)
+    assert int(booster["max_cat_to_onehot"]) == 1
+    assert settings["objective"]["name"] == "binary:logistic"
+
+
+def _key_paths(value: Any, prefix: str = "") -> set[str]:
+    """Every key path of nested dicts (``data.rows.train``...); lists count as leaves."""
+    if not isinstance(value, dict):
+        return {prefix}
+    return {path for key, item in value.items() for path in _key_paths(item, f"{prefix}.{key}")}
+
+
+def test_train_command_on_spark_publishes_a_servable_version(
+    spark: SparkSession,
+    synth_logs: Path,
+    trained_store: tuple[Path, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Last in the module: like any command, ``train`` stops its Spark session when done (here the
+    module's, which ``--spark-master local[2]`` finds already running)."""
+    store_dir = tmp_path / "store"
+    command = ["--log-level", "WARNING", "train", "--engine", "spark", "--spark-master", "local[2]"]
+    command += ["--logs", str(synth_logs), "--store", str(store_dir), "--json"]
+    command += ["--trees", "40", "--learning-rate", "0.3", "--early-stopping", "5"]
+    assert main(command) == 0
+    version = json.loads(capsys.readouterr().out)["version"]
+    assert open_store(str(store_dir)).latest() == version
+
+    folder = store_dir / "versions" / version
+    local_dir, local_version = trained_store
+    local_folder = local_dir / "versions" / local_version
+    assert set(verify(folder).files) == set(verify(local_folder).files)
+    report = json.loads((folder / "report.json").read_text())
+    local_report = json.loads((local_folder / "report.json").read_text())
+    assert _key_paths(report) == _key_paths(local_report)
+    assert report["test"]["auc"] > local_report["test"]["auc"] - 0.03
+    assert report["data"]["rows"]["test"] == local_report["data"]["rows"]["test"]
+
+    served = ServingModel.load(folder)
+    assert served.partners == tuple(verify(local_folder).partners)
+    batch = next(iter_log_batches(synth_logs, columns=["ts", "request"], batch_size=50))
+    requests = [parse_bid_request(text) for text in batch.column("request").to_pylist()]
+    ts = batch.column("ts").cast(pa.int64()).to_pylist()
+    scores = np.concatenate(
+        [
+            served.predict(served.encoder.rows(request, at, served.partners))
+            for request, at in zip(requests, ts, strict=True)
+        ]
+    )
+    assert ((scores > 0) & (scores < 1)).all()
+    assert scores.std() > 0.01  # a model, not a constant

@@ -7,6 +7,8 @@ import logging
 import sys
 import time
 
+_CREDENTIAL_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -32,3 +34,7 @@ def configure_logging(level: str = "INFO", as_json: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # At DEBUG these log every request's headers, session token and access key id included:
+    # credentials must never reach the logs, whatever the level.
+    for name in _CREDENTIAL_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))

@@ -67,6 +67,9 @@ def test_shed_calls_fail_open_as_overload(
     response = service.filter(request(logged_requests), time.perf_counter_ns(), shed=True)
     assert response.outcome is Outcome.FAIL_OPEN_OVERLOAD
     assert all(d.send and d.bid_probability == -1.0 for d in response.decisions)
+    # Shed before parsing: even a request that is not JSON gets the overload answer.
+    garbage = service.filter(FilterRequest(b"{not json", ["dsp-01"]), 0, shed=True)
+    assert garbage.outcome is Outcome.FAIL_OPEN_OVERLOAD and garbage.request_id == ""
 
 
 def test_deadline_from_the_call_wins_over_tmax(

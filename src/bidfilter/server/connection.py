@@ -72,6 +72,11 @@ class ThriftConnection(asyncio.Protocol):
             for call in calls:
                 submit(self, call, arrived_ns)
         self._arm_idle_timer()
+        if calls and self._read_timer is not None:
+            # A message completed: the clock runs from here for the one now part-way in (a
+            # client streaming calls is rarely caught between two).
+            self._read_timer.cancel()
+            self._read_timer = None
         if self.decoder.buffered_bytes:
             if self._read_timer is None:
                 self._read_timer = self._loop.call_later(

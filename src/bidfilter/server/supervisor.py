@@ -118,7 +118,10 @@ class Supervisor:
 
     async def _watch(self, first_check: asyncio.Task[LoadedVersion | None]) -> None:
         assert self._watcher is not None
-        await first_check
+        try:
+            await first_check
+        except Exception:  # not the store's typed errors (the watcher handles those): a bug
+            log.exception("the first look at the model store failed; polling on")
         await self._watcher.run()
 
     # --- workers ----------------------------------------------------------------------------------

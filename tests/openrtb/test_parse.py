@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bidfilter.openrtb import InvalidRequestError, ParseLimits, parse_bid_request
+from bidfilter.openrtb.model import MAX_STRING_CHARS
 from bidfilter.openrtb.parse import consent, eids, gdpr, geo, schain, us_privacy
 
 
@@ -87,6 +88,17 @@ def test_size_limit() -> None:
     error = refused(request(), ParseLimits(max_bytes=20))
     assert error.field == "$"
     assert "limit" in error.message
+
+
+def test_string_length_limit_names_the_field() -> None:
+    domain = "a" * (MAX_STRING_CHARS + 1)
+    body = f'{{"id":"x","imp":[{{"id":"1","banner":{{}}}}],"site":{{"domain":"{domain}"}}}}'
+    with pytest.raises(InvalidRequestError) as caught:
+        parse_bid_request(body.encode())
+    assert caught.value.field == "site.domain"
+    assert str(MAX_STRING_CHARS) in caught.value.message
+    accepted = body.replace(domain, domain[1:])
+    assert parse_bid_request(accepted.encode()).site is not None
 
 
 def test_imp_count_limit() -> None:

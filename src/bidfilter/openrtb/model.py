@@ -17,6 +17,10 @@ import msgspec
 # float's range makes features (float(), float32) overflow. OpenRTB integers are 64-bit.
 Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
+MAX_STRING_CHARS = 16_384
+"""Longer than any real id, domain or consent string: a bigger one is refused, naming its field."""
+Text = Annotated[str, msgspec.Meta(max_length=MAX_STRING_CHARS)]
+
 
 class _Object(msgspec.Struct, omit_defaults=True):
     """Base: unknown fields are ignored (the msgspec default), defaults omitted on encode."""
@@ -50,12 +54,12 @@ class Audio(_Object):
 
 
 class Native(_Object):
-    request: str | None = None
-    ver: str | None = None
+    request: Text | None = None
+    ver: Text | None = None
 
 
 class Deal(_Object):
-    id: str
+    id: Text
     bidfloor: float = 0.0
 
 
@@ -65,95 +69,95 @@ class Pmp(_Object):
 
 
 class Imp(_Object):
-    id: str
+    id: Text
     banner: Banner | None = None
     video: Video | None = None
     audio: Audio | None = None
     native: Native | None = None
     pmp: Pmp | None = None
     bidfloor: float = 0.0
-    bidfloorcur: str | None = None
+    bidfloorcur: Text | None = None
     instl: Int64 | None = None
     secure: Int64 | None = None
-    tagid: str | None = None
+    tagid: Text | None = None
 
 
 class Publisher(_Object):
-    id: str | None = None
+    id: Text | None = None
 
 
 class Site(_Object):
-    id: str | None = None
-    domain: str | None = None
-    page: str | None = None
+    id: Text | None = None
+    domain: Text | None = None
+    page: Text | None = None
     publisher: Publisher | None = None
 
 
 class App(_Object):
-    id: str | None = None
-    bundle: str | None = None
-    domain: str | None = None
+    id: Text | None = None
+    bundle: Text | None = None
+    domain: Text | None = None
     publisher: Publisher | None = None
 
 
 class Geo(_Object):
-    country: str | None = None
-    region: str | None = None
-    city: str | None = None
-    metro: str | None = None
+    country: Text | None = None
+    region: Text | None = None
+    city: Text | None = None
+    metro: Text | None = None
     lat: float | None = None
     lon: float | None = None
     utcoffset: Int64 | None = None
 
 
 class Device(_Object):
-    ua: str | None = None
+    ua: Text | None = None
     devicetype: Int64 | None = None
-    os: str | None = None
-    make: str | None = None
-    model: str | None = None
+    os: Text | None = None
+    make: Text | None = None
+    model: Text | None = None
     connectiontype: Int64 | None = None
     geo: Geo | None = None
-    ifa: str | None = None
+    ifa: Text | None = None
     lmt: Int64 | None = None
     dnt: Int64 | None = None
 
 
 class Eid(_Object):
-    source: str | None = None
+    source: Text | None = None
 
 
 class UserExt(_Object):
-    consent: str | None = None
+    consent: Text | None = None
     eids: list[Eid] | None = None
 
 
 class User(_Object):
-    id: str | None = None
-    buyeruid: str | None = None
+    id: Text | None = None
+    buyeruid: Text | None = None
     geo: Geo | None = None
-    consent: str | None = None
+    consent: Text | None = None
     eids: list[Eid] | None = None
     ext: msgspec.Raw = msgspec.Raw()
 
 
 class RegsExt(_Object):
     gdpr: Int64 | None = None
-    us_privacy: str | None = None
-    gpp: str | None = None
+    us_privacy: Text | None = None
+    gpp: Text | None = None
 
 
 class Regs(_Object):
     coppa: Int64 | None = None
     gdpr: Int64 | None = None
-    us_privacy: str | None = None
-    gpp: str | None = None
+    us_privacy: Text | None = None
+    gpp: Text | None = None
     ext: msgspec.Raw = msgspec.Raw()
 
 
 class SupplyChainNode(_Object):
-    asi: str | None = None
-    sid: str | None = None
+    asi: Text | None = None
+    sid: Text | None = None
 
 
 class SupplyChain(_Object):
@@ -171,7 +175,7 @@ class Source(_Object):
 
 
 class BidRequest(_Object):
-    id: str
+    id: Text
     imp: list[Imp]
     site: Site | None = None
     app: App | None = None

@@ -216,6 +216,11 @@ _SERVE_FLAGS = (
     "default_deadline_ms",
     "max_pending_calls",
     "max_connections",
+    "idle_timeout_s",
+    "read_timeout_s",
+    "max_message_bytes",
+    "max_candidates",
+    "max_batch",
     "drain_s",
     "tls_cert",
     "tls_key",
@@ -581,6 +586,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-connections", type=int, help="per worker (default 4096)")
     serve.add_argument(
+        "--idle-timeout-s",
+        type=float,
+        help="close a connection that sends nothing for this long (default 300)",
+    )
+    serve.add_argument(
+        "--read-timeout-s",
+        type=float,
+        help="close a connection that takes longer to finish a started message, and bound"
+        " the TLS handshake (default 10)",
+    )
+    serve.add_argument(
+        "--max-message-bytes",
+        type=int,
+        help="largest Thrift message or frame; a bigger frame is refused from its header"
+        " (default 1048576)",
+    )
+    serve.add_argument(
+        "--max-candidates", type=int, help="candidates per request, else refused (default 1000)"
+    )
+    serve.add_argument(
+        "--max-batch", type=int, help="requests per filter_batch, else refused (default 1000)"
+    )
+    serve.add_argument(
         "--drain-s", type=float, help="on SIGTERM, seconds to finish in-flight calls (default 10)"
     )
     serve.add_argument(
@@ -756,9 +784,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     settings = Settings()
-    configure_logging(
-        args.log_level or settings.log_level, bool(args.log_json or settings.log_json)
+    # Into the settings, not only this process's logging: `serve` hands them to its workers.
+    settings = settings.model_copy(
+        update={
+            "log_level": args.log_level or settings.log_level,
+            "log_json": bool(args.log_json or settings.log_json),
+        }
     )
+    configure_logging(settings.log_level, settings.log_json)
     handler: Callable[[argparse.Namespace, Settings], int] = args.handler
     try:
         return handler(args, settings)

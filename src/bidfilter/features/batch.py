@@ -8,6 +8,8 @@ only) and local ids are remapped to vocabulary codes in one vectorised step.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from bidfilter.features.extract import CATEGORICAL_FEATURES, NUMERIC_FEATURES, extract
@@ -15,6 +17,14 @@ from bidfilter.features.spec import OUT_OF_VOCABULARY
 from bidfilter.openrtb.model import BidRequest
 
 _CHUNK = 8192
+
+
+def choose_vocabulary(counts: Mapping[str, int], *, max_size: int, min_count: int) -> list[str]:
+    """The vocabulary rule, for every training engine: the values seen at least ``min_count``
+    times, the ``max_size`` most frequent of them, most frequent first, ties by value (so the
+    result does not depend on the order values were met in)."""
+    frequent = [value for value, count in counts.items() if count >= min_count]
+    return sorted(frequent, key=lambda value: (-counts[value], value))[:max_size]
 
 
 class RequestFeatureBuilder:
@@ -83,15 +93,13 @@ class RequestFeatureBuilder:
         for column, (name, interned) in enumerate(
             zip(CATEGORICAL_FEATURES, self._interned, strict=True)
         ):
-            values = np.array(list(interned), dtype=object)
+            values = list(interned)
             codes = local[:, column]
             counted = codes if vocabulary_rows is None else codes[vocabulary_rows]
             counts = np.bincount(counted[counted >= 0], minlength=len(values))
-            order = sorted(
-                (index for index in np.flatnonzero(counts >= min_count)),
-                key=lambda index: (-counts[index], values[index]),
-            )[:max_size]
-            vocabularies[name] = [str(values[index]) for index in order]
+            seen = {values[index]: int(counts[index]) for index in np.flatnonzero(counts)}
+            vocabularies[name] = choose_vocabulary(seen, max_size=max_size, min_count=min_count)
+            order = [interned[value] for value in vocabularies[name]]  # value -> local id
             # local id -> vocabulary code; the extra last slot maps "absent" (-1) to NaN.
             remap = np.full(len(values) + 1, OUT_OF_VOCABULARY, dtype=np.float32)
             remap[np.asarray(order, dtype=np.int64)] = np.arange(

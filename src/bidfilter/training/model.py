@@ -75,9 +75,14 @@ class BidModel:
             verbose_eval=False,
             callbacks=[_Progress(progress)] if progress is not None else None,
         )
+        return cls.best_trees(booster, spec)
+
+    @classmethod
+    def best_trees(cls, booster: xgb.Booster, spec: FeatureSpec) -> BidModel:
+        """The model cut to the trees early stopping found best (all of them without it): the
+        served model is smaller and just as good."""
         best = getattr(booster, "best_iteration", None)
         if best is not None and best + 1 < booster.num_boosted_rounds():
-            # Keep only the trees that helped: the served model is smaller and just as good.
             booster = booster[: best + 1]
         return cls(booster, spec)
 

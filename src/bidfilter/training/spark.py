@@ -96,12 +96,7 @@ def fit_on_spark(data: SparkDataset, config: ModelConfig, num_workers: int) -> B
         verbose=False,  # as locally: no log line per tree
         **params,
     )
-    booster = estimator.fit(fit_rows).get_booster()
-    best = getattr(booster, "best_iteration", None)
-    if best is not None and best + 1 < booster.num_boosted_rounds():
-        # Keep only the trees that helped, as BidModel.fit does.
-        booster = booster[: best + 1]
-    return BidModel(booster, spec)
+    return BidModel.best_trees(estimator.fit(fit_rows).get_booster(), spec)
 
 
 def score_on_spark(data: SparkDataset, model: BidModel) -> tuple[ScoredRows, ScoredRows]:

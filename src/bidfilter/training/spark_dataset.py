@@ -24,6 +24,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as sf
 
 from bidfilter.features import CATEGORICAL_FEATURES, FeatureSpec
+from bidfilter.features.batch import choose_vocabulary
 from bidfilter.training.config import DatasetConfig
 from bidfilter.training.dataset import split_points
 from bidfilter.training.pipeline import DatasetSummary
@@ -65,10 +66,9 @@ def _utc(ms: int) -> dt.datetime:
 
 
 def _vocabularies(requests: DataFrame, config: DatasetConfig) -> dict[str, list[str]]:
-    """The training period's vocabularies, by the rule of ``RequestFeatureBuilder.build``: a value
-    seen in at least ``vocabulary_min_count`` valid training requests, the most frequent
-    ``vocabulary_size`` of them, most frequent first, ties by value. Spark counts; only the values
-    frequent enough come back to the driver."""
+    """The training period's vocabularies, by the local engine's rule (``choose_vocabulary``) over
+    valid training requests. Spark counts; only the values frequent enough come back to the
+    driver."""
     counted = (
         requests.where(sf.col("refused_field").isNull() & (sf.col("split") == 0))
         .select(sf.posexplode(sf.array(*CATEGORICAL_FEATURES)).alias("feature", "value"))
@@ -82,7 +82,9 @@ def _vocabularies(requests: DataFrame, config: DatasetConfig) -> dict[str, list[
     for feature, value, count in counted:
         counts[feature][value] = count
     return {
-        name: sorted(values, key=lambda value: (-values[value], value))[: config.vocabulary_size]
+        name: choose_vocabulary(
+            values, max_size=config.vocabulary_size, min_count=config.vocabulary_min_count
+        )
         for name, values in zip(CATEGORICAL_FEATURES, counts, strict=True)
     }
 

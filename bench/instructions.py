@@ -1,0 +1,114 @@
+"""Instructions per call of the in-process serving path, counted by valgrind (callgrind).
+
+Counts do not depend on what else the machine is doing, so they compare code paths where timings
+on a shared machine cannot. The path is the worker's for one ``filter`` call: decode the framed
+Thrift message, parse the bid request, build its features, score the 20 partners, decide, count,
+encode the reply. Each variant runs twice under callgrind, with 0 and with ``--calls`` measured
+calls after the same warm-up; the difference divided by ``--calls`` is the cost of one call.
+
+    python -m bench.instructions                 # compiled evaluator vs XGBoost's predict
+    python -m bench.instructions --calls 500 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.workload import REFERENCE, ReplaySet, prepare_model, thrift_calls
+
+_COLLECTED = re.compile(rb"Collected : (\d+)")
+_WARMUP_CALLS = 100
+
+
+def _serve_calls(version_dir: Path, messages: list[bytes], calls: int, xgboost: bool) -> None:
+    """The measured body: run in a child process under valgrind."""
+    from bidfilter.scoring import ServingModel
+    from bidfilter.server import metrics as m
+    from bidfilter.server.service import FilterService
+    from bidfilter.settings import Settings
+    from bidfilter.thrift import Protocol, ReplyEncoder, ThriftConnectionDecoder, Transport
+
+    model = ServingModel.load(version_dir)
+    if xgboost:
+        object.__setattr__(model, "forest", None)  # the fallback path: XGBoost's own predict
+    board = m.MetricsBoard(1)
+    try:
+        service = FilterService(Settings(), board.worker(0))
+        service.swap(model, 1)
+        decoder = ThriftConnectionDecoder()
+        encoder = ReplyEncoder(Protocol.BINARY, Transport.FRAMED)
+        for message in messages[: _WARMUP_CALLS + calls]:
+            for call in decoder.feed(message):
+                response = service.filter(call.args, time.perf_counter_ns(), False)  # type: ignore[arg-type]
+                encoder.filter(call.seqid, response)
+            service.metrics.flush()
+    finally:
+        board.close()
+
+
+def _count(messages_file: Path, version_dir: Path, calls: int, xgboost: bool) -> int:
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        "-m",
+        "bench.instructions",
+        "--child",
+        str(messages_file),
+        str(version_dir),
+        str(calls),
+    ]
+    if xgboost:
+        command.append("--xgboost")
+    done = subprocess.run(command, capture_output=True, timeout=3600, check=False)
+    found = _COLLECTED.search(done.stderr)
+    if done.returncode != 0 or found is None:
+        raise RuntimeError(f"valgrind run failed: {done.stderr.decode()[-2000:]}")
+    return int(found.group(1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=300, help="measured calls (default 300)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--xgboost", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        messages_file, version_dir, calls = args.child
+        messages = json.loads(Path(messages_file).read_text())
+        _serve_calls(
+            Path(version_dir), [bytes.fromhex(m) for m in messages], int(calls), args.xgboost
+        )
+        return 0
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (Debian package valgrind)")
+    model = prepare_model(REFERENCE, Path(__file__).parent / ".cache")
+    replay = ReplaySet.from_logs(model, _WARMUP_CALLS + args.calls)
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        messages_file = Path(scratch) / "calls.json"
+        messages_file.write_text(json.dumps([m.hex() for m in thrift_calls(replay)]))
+        for name, xgboost in (("compiled evaluator", False), ("XGBoost predict", True)):
+            base = _count(messages_file, model.version_dir, 0, xgboost)
+            loaded = _count(messages_file, model.version_dir, args.calls, xgboost)
+            results[name] = (loaded - base) / args.calls
+    if args.json:
+        print(json.dumps({"calls": args.calls, "instructions_per_call": results}))
+    else:
+        for name, per_call in results.items():
+            print(f"{name:>20}: {per_call:,.0f} instructions per filter call")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -49,7 +49,7 @@ def _serve_calls(version_dir: Path, messages: list[bytes], calls: int, xgboost: 
             for call in decoder.feed(message):
                 response = service.filter(call.args, time.perf_counter_ns(), False)  # type: ignore[arg-type]
                 encoder.filter(call.seqid, response)
-            service.metrics.flush()
+            service.metrics.flush_due(time.perf_counter_ns())  # as the dispatcher does
     finally:
         board.close()
 

@@ -181,3 +181,21 @@ def test_partner_counters_count_repeats_and_unknown_partners(
     assert decisions[m.UNKNOWN_PARTNER_SLOT] == 6
     sent = board.totals()[m._PARTNERS + m.MAX_PARTNERS + m.UNKNOWN_PARTNER_SLOT]
     assert sent == 6  # an unknown partner is always sent
+
+
+def test_partner_counters_reach_the_shared_row_on_flush(board: MetricsBoard) -> None:
+    metrics = board.worker(0)
+    plan_index = np.array([0, 1, -1], dtype=np.intp)
+    for _ in range(4):
+        metrics.partners(plan_index, [True, False, True], [False, True, False])
+    decisions = board.totals()[m._PARTNERS : m._PARTNERS + m.MAX_PARTNERS]
+    assert decisions.sum() == 0  # recorded, not yet published
+    metrics.flush_due(m.FLUSH_INTERVAL_NS - 1)  # not due: the last flush was "at 0"
+    assert board.totals()[m._PARTNERS : m._PARTNERS + m.MAX_PARTNERS].sum() == 0
+    metrics.flush_due(m.FLUSH_INTERVAL_NS)
+    totals = board.totals()
+    assert totals[m._PARTNERS + 0] == 4 and totals[m._PARTNERS + m.UNKNOWN_PARTNER_SLOT] == 4
+    assert totals[m._PARTNERS + m.MAX_PARTNERS + 1] == 0
+    assert totals[m._PARTNERS + 2 * m.MAX_PARTNERS + 1] == 4
+    metrics.flush()  # nothing pending: nothing added twice
+    assert (board.totals() == totals).all()

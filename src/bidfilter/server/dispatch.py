@@ -48,6 +48,7 @@ class Dispatcher:
         self.max_pending = max_pending
         self._queue: deque[tuple[ThriftConnection, Call | RejectedCall, int, bool]] = deque()
         self._scheduled = False
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._paused: set[ThriftConnection] = set()
 
     def __len__(self) -> int:
@@ -79,6 +80,14 @@ class Dispatcher:
                 asyncio.get_running_loop().call_soon(self._drain)
             else:
                 self._scheduled = False
+                if self._flush_timer is None:  # idle: counters must not wait for the next call
+                    self._flush_timer = asyncio.get_running_loop().call_later(
+                        m.FLUSH_INTERVAL_NS / 1e9, self._flush
+                    )
+
+    def _flush(self) -> None:
+        self._flush_timer = None
+        self.metrics.flush()
 
     def _answer_slice(self) -> None:
         started = time.perf_counter_ns()
@@ -93,7 +102,7 @@ class Dispatcher:
             reply = self._answer(connection.encoder, call, arrived_ns, shed)
             if reply is not None:
                 replies.setdefault(connection, []).append(reply)
-        self.metrics.flush()
+        self.metrics.flush_due(time.perf_counter_ns())
         for connection, parts in replies.items():
             # Pipelined replies for one connection leave in a single write.
             connection.send(b"".join(parts) if len(parts) > 1 else parts[0])

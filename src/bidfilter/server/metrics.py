@@ -9,7 +9,9 @@ updates per call, with no locks and no syscalls.
 from __future__ import annotations
 
 import bisect
+import operator
 from collections.abc import Sequence
+from dataclasses import dataclass
 from multiprocessing import shared_memory
 
 import numpy as np
@@ -99,16 +101,29 @@ class MetricsBoard:
         return float(self.matrix[slot, _GAUGE_INDEX[name]])
 
 
+FLUSH_INTERVAL_NS = 100_000_000
+"""Per-partner counters reach the shared row at most this late (workers also flush when idle)."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Decisions recorded for one candidate plan since the last flush."""
+
+    partner_index: np.ndarray
+    calls: int
+    sent: list[int]
+    explored: list[int]
+
+
 class WorkerMetrics:
     """One worker's row, with the few operations the hot path needs."""
 
-    __slots__ = ("_pending_explored", "_pending_index", "_pending_sent", "_row")
+    __slots__ = ("_flushed_ns", "_pending", "_row")
 
     def __init__(self, row: np.ndarray) -> None:
         self._row = row
-        self._pending_index: list[np.ndarray] = []
-        self._pending_sent: list[bool] = []
-        self._pending_explored: list[bool] = []
+        self._pending: dict[int, _Pending] = {}
+        self._flushed_ns = 0
 
     def call(self, method: int, result: int, latency_us: float) -> None:
         row = self._row
@@ -121,30 +136,41 @@ class WorkerMetrics:
         self, partner_index: np.ndarray, sent: Sequence[bool], explored: Sequence[bool]
     ) -> None:
         """Record one decision per partner: ``partner_index`` holds the model's partner codes
-        (-1 for a partner it does not know). Counted at the next :meth:`flush`."""
-        self._pending_index.append(partner_index)
-        self._pending_sent.extend(sent)
-        self._pending_explored.extend(explored)
+        (-1 for a partner it does not know). Counted in the shared row at the next :meth:`flush`.
+
+        Calls with the same candidate plan share ``partner_index`` (one array per plan), so they
+        are summed here in plain Python, and the numpy work happens once per plan per flush.
+        Holding the array in the pending entry keeps its ``id`` from being reused meanwhile.
+        """
+        entry = self._pending.get(id(partner_index))
+        if entry is None:
+            self._pending[id(partner_index)] = _Pending(partner_index, 1, [*sent], [*explored])
+            return
+        entry.calls += 1
+        entry.sent = list(map(operator.add, entry.sent, sent))
+        if any(explored):
+            entry.explored = list(map(operator.add, entry.explored, explored))
+
+    def flush_due(self, now_ns: int) -> None:
+        """:meth:`flush` if the last one is older than the flush interval."""
+        if now_ns - self._flushed_ns >= FLUSH_INTERVAL_NS:
+            self._flushed_ns = now_ns
+            self.flush()
 
     def flush(self) -> None:
-        """Add the recorded decisions to the shared row: once per batch of calls, because a few
-        numpy operations cost more than the counting they do for one call."""
-        if not self._pending_index:
-            return
-        codes = np.concatenate(self._pending_index)
-        slots = np.where((codes < 0) | (codes >= UNKNOWN_PARTNER_SLOT), UNKNOWN_PARTNER_SLOT, codes)
+        """Add the recorded decisions to the shared row."""
         row = self._row
-        # Repeated slots (a partner in many calls) must all count: hence bincount, not +=.
-        row[_PARTNERS : _PARTNERS + MAX_PARTNERS] += np.bincount(slots, minlength=MAX_PARTNERS)
-        row[_PARTNERS + MAX_PARTNERS : _PARTNERS + 2 * MAX_PARTNERS] += np.bincount(
-            slots, weights=self._pending_sent, minlength=MAX_PARTNERS
-        )
-        row[_PARTNERS + 2 * MAX_PARTNERS : _GAUGES] += np.bincount(
-            slots, weights=self._pending_explored, minlength=MAX_PARTNERS
-        )
-        self._pending_index.clear()
-        self._pending_sent.clear()
-        self._pending_explored.clear()
+        for entry in self._pending.values():
+            codes = entry.partner_index
+            slots = np.where(
+                (codes < 0) | (codes >= UNKNOWN_PARTNER_SLOT), UNKNOWN_PARTNER_SLOT, codes
+            )
+            slots += _PARTNERS
+            # add.at: a partner named twice in one list must count twice.
+            np.add.at(row, slots, entry.calls)
+            np.add.at(row, slots + MAX_PARTNERS, entry.sent)
+            np.add.at(row, slots + 2 * MAX_PARTNERS, entry.explored)
+        self._pending.clear()
 
     def add(self, gauge: str, amount: float = 1.0) -> None:
         self._row[_GAUGE_INDEX[gauge]] += amount

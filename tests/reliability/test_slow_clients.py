@@ -2,19 +2,16 @@
 timeouts, hold no one else up, and connections past ``--max-connections`` are refused.
 
 A real ``bidfilter serve`` (one worker, so every connection shares one event loop) with short
-timeouts: ``idle_timeout_s`` and ``read_timeout_s`` are settings without a flag, so they are set
-through their ``BIDFILTER_*`` variables (tests/server's ServerPool clears those, hence the
-launcher here). Meanwhile a well-behaved client keeps calling on one connection and must keep
-getting quick answers. Everything is bounded: each client gives up after a few seconds.
+``--idle-timeout-s`` and ``--read-timeout-s``. Meanwhile a well-behaved client keeps calling on
+one connection and must keep getting quick answers. Everything is bounded: each client gives
+up after a few seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +22,7 @@ import pytest
 
 # tests/ holds no packages: the server test helpers are imported from their folder.
 sys.path[:0] = [str(Path(__file__).parents[1] / "server")]
-from serving import RunningServer  # noqa: E402
+from serving import RunningServer, ServerPool  # noqa: E402
 
 from bidfilter.thrift import (  # noqa: E402
     CallEncoder,
@@ -48,45 +45,23 @@ OPENRTB = (
 )
 
 
-def start_server(
-    store: Path, workdir: Path, ports: Callable[[], int], max_connections: int
-) -> RunningServer:
-    port, metrics_port = ports(), ports()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BIDFILTER_")}
-    env |= {
-        "BIDFILTER_IDLE_TIMEOUT_S": str(IDLE_TIMEOUT_S),
-        "BIDFILTER_READ_TIMEOUT_S": str(READ_TIMEOUT_S),
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "bidfilter",
-        "serve",
-        "--store",
-        str(store),
-        "--port",
-        str(port),
-        "--metrics-port",
-        str(metrics_port),
-        "--workers",
-        "1",
-        "--max-connections",
-        str(max_connections),
-        "--drain-s",
-        "1",
-        "--cache-dir",
-        str(workdir / "cache"),
-    ]
-    log = workdir / "server.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
-    server = RunningServer(process, port, metrics_port, log)
-    try:
-        server.wait_until(server.ready)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+@pytest.fixture(scope="module")
+def pool(
+    tmp_path_factory: pytest.TempPathFactory, port_allocator: Callable[[], int]
+) -> Iterator[ServerPool]:
+    servers = ServerPool(tmp_path_factory.mktemp("slow-clients"), port_allocator)
+    yield servers
+    servers.stop_all()
+
+
+def start_server(pool: ServerPool, store: Path, max_connections: int) -> RunningServer:
+    return pool(
+        store,
+        max_connections=max_connections,
+        idle_timeout_s=IDLE_TIMEOUT_S,
+        read_timeout_s=READ_TIMEOUT_S,
+        drain_s=1,
+    )
 
 
 def metric(server: RunningServer, name: str) -> float:
@@ -96,29 +71,13 @@ def metric(server: RunningServer, name: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def server(
-    trained_store: tuple[Path, str],
-    tmp_path_factory: pytest.TempPathFactory,
-    port_allocator: Callable[[], int],
-) -> Iterator[RunningServer]:
-    running = start_server(
-        trained_store[0], tmp_path_factory.mktemp("slow-clients"), port_allocator, 256
-    )
-    yield running
-    running.stop()
+def server(trained_store: tuple[Path, str], pool: ServerPool) -> RunningServer:
+    return start_server(pool, trained_store[0], 256)
 
 
 @pytest.fixture(scope="module")
-def small_server_process(
-    trained_store: tuple[Path, str],
-    tmp_path_factory: pytest.TempPathFactory,
-    port_allocator: Callable[[], int],
-) -> Iterator[RunningServer]:
-    running = start_server(
-        trained_store[0], tmp_path_factory.mktemp("small-server"), port_allocator, 4
-    )
-    yield running
-    running.stop()
+def small_server_process(trained_store: tuple[Path, str], pool: ServerPool) -> RunningServer:
+    return start_server(pool, trained_store[0], 4)
 
 
 @pytest.fixture

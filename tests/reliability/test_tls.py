@@ -39,7 +39,7 @@ from thrift.transport.TTransport import TFramedTransport
 
 # tests/ holds no packages: the server test helpers are imported from their folder.
 sys.path[:0] = [str(Path(__file__).parents[1] / "server")]
-from serving import RunningServer  # noqa: E402
+from serving import RunningServer, ServerPool  # noqa: E402
 
 from bidfilter.cli import main  # noqa: E402
 from bidfilter.client import (  # noqa: E402
@@ -173,78 +173,34 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 # -- servers ---------------------------------------------------------------------------------
 
 
-def start_server(
-    store: Path, workdir: Path, ports: Callable[[], int], *flags: str
-) -> RunningServer:
-    port, metrics_port = ports(), ports()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BIDFILTER_")}
-    env["BIDFILTER_READ_TIMEOUT_S"] = str(READ_TIMEOUT_S)
-    command = [
-        sys.executable,
-        "-m",
-        "bidfilter",
-        "serve",
-        "--store",
-        str(store),
-        "--port",
-        str(port),
-        "--metrics-port",
-        str(metrics_port),
-        "--workers",
-        "1",
-        "--drain-s",
-        "1",
-        "--cache-dir",
-        str(workdir / "cache"),
-        *flags,
-    ]
-    log = workdir / "server.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
-    server = RunningServer(process, port, metrics_port, log)
-    try:
-        server.wait_until(server.ready)  # the side port: plaintext HTTP, TLS or not
-    except BaseException:
-        server.stop()
-        raise
-    return server
+@pytest.fixture(scope="module")
+def pool(
+    tmp_path_factory: pytest.TempPathFactory, port_allocator: Callable[[], int]
+) -> Iterator[ServerPool]:
+    servers = ServerPool(tmp_path_factory.mktemp("tls-servers"), port_allocator)
+    yield servers
+    servers.stop_all()
+
+
+def start_server(pool: ServerPool, store: Path, **tls: Path) -> RunningServer:
+    # Readiness is read on the side port: plaintext HTTP, TLS or not.
+    return pool(store, read_timeout_s=READ_TIMEOUT_S, drain_s=1, **tls)
 
 
 @pytest.fixture(scope="module")
-def tls_server(
-    pki: Pki,
-    trained_store: tuple[Path, str],
-    tmp_path_factory: pytest.TempPathFactory,
-    port_allocator: Callable[[], int],
-) -> Iterator[RunningServer]:
-    flags = ("--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key))
-    running = start_server(
-        trained_store[0], tmp_path_factory.mktemp("tls-server"), port_allocator, *flags
-    )
-    yield running
-    running.stop()
+def tls_server(pki: Pki, trained_store: tuple[Path, str], pool: ServerPool) -> RunningServer:
+    return start_server(pool, trained_store[0], tls_cert=pki.server.cert, tls_key=pki.server.key)
 
 
 @pytest.fixture(scope="module")
-def mtls_server(
-    pki: Pki,
-    trained_store: tuple[Path, str],
-    tmp_path_factory: pytest.TempPathFactory,
-    port_allocator: Callable[[], int],
-) -> Iterator[RunningServer]:
-    flags = (
-        "--tls-cert",
-        str(pki.server.cert),
-        "--tls-key",
-        str(pki.server.key),
-        "--tls-client-ca",
-        str(pki.ca.cert),
+def mtls_server(pki: Pki, trained_store: tuple[Path, str], pool: ServerPool) -> RunningServer:
+    return start_server(
+        pool,
+        trained_store[0],
+        tls_cert=pki.server.cert,
+        tls_key=pki.server.key,
+        tls_client_ca=pki.ca.cert,
     )
-    running = start_server(
-        trained_store[0], tmp_path_factory.mktemp("mtls-server"), port_allocator, *flags
-    )
-    yield running
-    running.stop()
 
 
 # -- round trips -----------------------------------------------------------------------------

@@ -21,17 +21,6 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def version_dir(trained_store: tuple[Path, str]) -> Path:
-    store_dir, version = trained_store
-    return store_dir / "versions" / version
-
-
-@pytest.fixture(scope="module")
-def model(version_dir: Path) -> ServingModel:
-    return ServingModel.load(version_dir)
-
-
-@pytest.fixture(scope="module")
 def reference(model: ServingModel, version_dir: Path) -> xgb.Booster:
     """XGBoost's predict through a DMatrix, on a booster loaded separately."""
     return BidModel.load(version_dir / "model.ubj", model.spec).booster

@@ -17,17 +17,6 @@ from bidfilter.training.model import BidModel
 
 
 @pytest.fixture(scope="module")
-def version_dir(trained_store: tuple[Path, str]) -> Path:
-    store_dir, version = trained_store
-    return store_dir / "versions" / version
-
-
-@pytest.fixture(scope="module")
-def model(version_dir: Path) -> ServingModel:
-    return ServingModel.load(version_dir)
-
-
-@pytest.fixture(scope="module")
 def logged(synth_logs: Path) -> list[tuple[str, int]]:
     batch = next(iter_log_batches(synth_logs, columns=["ts", "request"], batch_size=300))
     return list(

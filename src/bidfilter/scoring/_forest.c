@@ -78,6 +78,14 @@ static inline int goes_left(const Forest *f, const Node *node, float x) {
     return x < node->value;
 }
 
+/* The leaf's value to the margin of every row (or code) in ``mask``. */
+static inline void add_leaf(float *acc, uint64_t mask, float leaf) {
+    while (mask) {
+        acc[__builtin_ctzll(mask)] += leaf;
+        mask &= mask - 1;
+    }
+}
+
 static inline float sigmoid(float margin) { return 1.0f / (1.0f + expf(-margin)); }
 
 /* Rows [0, k) share ``row`` except the partner column, which is ``partners[i]``; k <= 64. */
@@ -98,12 +106,7 @@ static void predict_group(const Forest *f, const float *row, const float *partne
         for (;;) {
             uint32_t meta = node->meta;
             if (meta & META_LEAF) {
-                float leaf = node->value;
-                uint64_t m = mask;
-                while (m) {
-                    acc[__builtin_ctzll(m)] += leaf;
-                    m &= m - 1;
-                }
+                add_leaf(acc, mask, node->value);
                 if (sp == 0) {
                     break;
                 }
@@ -173,12 +176,7 @@ static void predict_codes(const Forest *f, const float *row, const float *partne
             const Node *node = nodes + at;
             uint32_t meta = node->meta;
             if (meta & META_LEAF) {
-                float leaf = node->value;
-                uint64_t m = mask;
-                while (m) {
-                    acc[__builtin_ctzll(m)] += leaf;
-                    m &= m - 1;
-                }
+                add_leaf(acc, mask, node->value);
                 if (sp == 0) {
                     break;
                 }

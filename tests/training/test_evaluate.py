@@ -61,6 +61,21 @@ def test_evaluate_counts_recall_savings_and_oracle() -> None:
     assert result["partners"]["b"]["bid_recall"] == 1.0
 
 
+def test_oracle_of_a_partner_whose_bids_were_all_filtered_sends_nothing() -> None:
+    # Partner b's only bid scored under its threshold: recall 0, and the oracle at recall 0
+    # sends none of b's calls (this used to raise on the zero target recall).
+    scores = np.array([0.9, 0.1, 0.05, 0.3, 0.02])
+    bids = np.array([True, False, True, False, False])
+    codes = np.array([0, 0, 1, 1, 1])
+    oracle = np.array([0.95, 0.01, 0.4, 0.02, 0.01])
+    result = evaluate(scores, bids, codes, ["a", "b"], {"a": 0.5, "b": 0.5}, oracle)
+    b = result["partners"]["b"]
+    assert b["bid_recall"] == 0.0
+    assert b["oracle_calls_sent"] == 0
+    assert b["oracle_call_savings"] == 1.0
+    assert result["overall"]["oracle_call_savings"] == pytest.approx(4 / 5)
+
+
 def test_savings_recall_curve_ends() -> None:
     scores = np.array([0.9, 0.8, 0.1, 0.2])
     bids = np.array([True, False, True, False])

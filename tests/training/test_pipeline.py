@@ -71,7 +71,7 @@ def test_time_split_puts_latest_traffic_in_test(synth_logs: Path) -> None:
     # Negatives are subsampled in training only, and weighted back up.
     assert data.train.weights is not None
     assert data.valid.weights is None and data.test.weights is None
-    assert set(np.unique(data.train.weights)) == {1.0, 10.0}
+    assert set(np.unique(data.train.weights)) == {1.0, 1.0 / DatasetConfig().negative_rate}
     assert np.isfinite(data.test.features[:, hour]).all()
 
 

@@ -155,7 +155,7 @@ def test_spark_rows_equal_local_rows(
             np.testing.assert_array_equal(actual, expected)
         assert (theirs[-1] == 1.0).all()
 
-    # Training rows: every bid, a tenth of the non-bids weighted by 10, each row as locally.
+    # Training rows: every bid, a share of the non-bids weighted back up, each row as locally.
     request_ids, row_partners, features, bids, oracle, weights = _spark_rows(spark_rows, 0)
     assert len(bids) == spark_data.summary.rows["train"]
     local_ids, local_partners, local_features, local_bids, local_oracle = _local_rows(
@@ -167,9 +167,11 @@ def test_spark_rows_equal_local_rows(
     np.testing.assert_array_equal(bids, local_bids[at])
     np.testing.assert_array_equal(oracle, local_oracle[at])
     assert bids.sum() == local_bids.sum()
-    assert set(np.unique(weights[bids])) == {1.0} and set(np.unique(weights[~bids])) == {10.0}
+    rate = CONFIG.negative_rate
+    assert set(np.unique(weights[bids])) == {1.0}
+    assert set(np.unique(weights[~bids])) == {np.float32(1 / rate)}
     kept_share = (~bids).sum() / (~local_bids).sum()
-    assert 0.08 < kept_share < 0.12
+    assert 0.8 * rate < kept_share < 1.2 * rate
 
 
 def test_spark_booster_gets_the_local_hyperparameters(spark_data: SparkDataset) -> None:

@@ -13,7 +13,7 @@ class DatasetConfig:
 
     valid_fraction: float = 0.1
     test_fraction: float = 0.1
-    negative_rate: float = 0.1
+    negative_rate: float = 0.2
     vocabulary_size: int = 5000
     vocabulary_min_count: int = 10
     seed: int = 0

@@ -88,9 +88,9 @@ def _metrics(
     if oracle_p is not None:
         # The savings a perfect model (one that knows each call's true bid probability) would
         # reach while keeping at least the same share of bids as ours did.
-        if outcome.bids:
+        if outcome.bids_kept:
             oracle_sent = oracle_p >= recall_threshold(oracle_p[bids], outcome.bid_recall)
-        else:
+        else:  # we kept none of the bids (or there were none): so does the oracle, sending nothing
             oracle_sent = np.zeros(len(oracle_p), dtype=bool)
         result["oracle_call_savings"] = filter_outcome(oracle_sent, bids).call_savings
         result["oracle_calls_sent"] = int(oracle_sent.sum())

@@ -10,9 +10,10 @@ FROM python:3.11.14-slim-bookworm AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# A C compiler for the compiled tree evaluator (src/bidfilter/scoring/_forest.c). It is an
-# optional extension: without a compiler the wheel still builds, and serving silently falls back
-# to XGBoost's slower predict. Versions are not pinned because Debian drops superseded ones from
+# A C compiler for the compiled tree evaluator (src/bidfilter/scoring/_forest.c) and the Thrift
+# binary codec's fast path (src/bidfilter/thrift/_fastbinary.c). Both are optional extensions:
+# without a compiler the wheel still builds, and serving falls back to XGBoost's slower predict
+# and the pure-Python codec. Versions are not pinned because Debian drops superseded ones from
 # its archive; only the compiler's output reaches the runtime stage.
 # hadolint ignore=DL3008
 RUN apt-get update \
@@ -29,7 +30,7 @@ COPY src ./src
 RUN python -m venv /opt/bidfilter \
     && python -m pip wheel --no-deps --wheel-dir /tmp/wheels . \
     && /opt/bidfilter/bin/pip install /tmp/wheels/bidfilter-*.whl \
-    && /opt/bidfilter/bin/python -c "import bidfilter.scoring._forest"
+    && /opt/bidfilter/bin/python -c "import bidfilter.scoring._forest, bidfilter.thrift._fastbinary"
 
 # --- runtime --------------------------------------------------------------------------------------
 FROM python:3.11.14-slim-bookworm AS runtime

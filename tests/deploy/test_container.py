@@ -268,6 +268,7 @@ def test_dockerignore_keeps_junk_out_and_sources_in(instructions: list[Instructi
         "src/bidfilter/__pycache__/cli.cpython-311.pyc",
         "src/bidfilter.egg-info/PKG-INFO",
         "src/bidfilter/scoring/_forest.cpython-311-x86_64-linux-gnu.so",
+        "src/bidfilter/thrift/_fastbinary.cpython-311-x86_64-linux-gnu.so",
         "build/lib/bidfilter/cli.py",
         "tests/test_cli.py",
         "logs/day=1/part.parquet",
@@ -279,6 +280,7 @@ def test_dockerignore_keeps_junk_out_and_sources_in(instructions: list[Instructi
         "src/bidfilter/cli.py",
         "src/bidfilter/idl/bidfilter.thrift",
         "src/bidfilter/scoring/_forest.c",
+        "src/bidfilter/thrift/_fastbinary.c",
     ]:
         assert not ignored(needed), needed
 
@@ -462,21 +464,26 @@ def run_image_command(
 
 
 @pytest.mark.slow
-def test_wheel_carries_the_compiled_tree_evaluator(
+def test_wheel_carries_the_compiled_extensions(
     fresh_install: FreshInstall, instructions: list[Instruction]
 ) -> None:
     # The extension is optional: a build without a compiler succeeds without it, which is why
     # the builder stage installs one and imports the module.
     builder_runs = " ".join(i.value for i in stage_of(instructions, 0) if i.name == "RUN")
-    assert "import bidfilter.scoring._forest" in builder_runs
+    assert "import bidfilter.scoring._forest, bidfilter.thrift._fastbinary" in builder_runs
     compiler = sysconfig.get_config_var("CC") or "cc"
     if shutil.which(compiler.split()[0]) is None:
         pytest.skip(f"no C compiler ({compiler}) on this machine to build the extension with")
     with zipfile.ZipFile(fresh_install.wheel) as wheel:
         names = wheel.namelist()
-    assert [n for n in names if re.fullmatch(r"bidfilter/scoring/_forest\..*\.so", n)], names
+    for module in ("scoring/_forest", "thrift/_fastbinary"):
+        assert [n for n in names if re.fullmatch(rf"bidfilter/{module}\..*\.so", n)], names
     imported = subprocess.run(
-        [str(fresh_install.venv / "bin" / "python"), "-c", "import bidfilter.scoring._forest"],
+        [
+            str(fresh_install.venv / "bin" / "python"),
+            "-c",
+            "import bidfilter.scoring._forest, bidfilter.thrift._fastbinary",
+        ],
         env=fresh_install.env,
         capture_output=True,
         text=True,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -8,11 +9,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import xgboost as xgb
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bidfilter.artifact import ArtifactError, write_manifest
 from bidfilter.logs import iter_log_batches
 from bidfilter.openrtb import parse_bid_request
 from bidfilter.scoring import ServingModel, decide, exploration_draw, fail_open
+from bidfilter.scoring.decide import _compiled_choose, choose
+from bidfilter.thrift import PartnerDecision
 from bidfilter.training.model import BidModel
 
 
@@ -94,6 +99,8 @@ def test_exploration_is_deterministic_and_near_the_rate(
                 below += 1
                 explored += decision.explore
                 assert decision.send == decision.explore
+                # The draw a log reader can recompute from the request id and the partner.
+                assert decision.explore == (exploration_draw(request.id, decision.partner) < 0.2)
             else:
                 assert not decision.explore
     assert below > 100
@@ -143,3 +150,37 @@ def test_garbage_model_with_matching_checksum_is_refused(version_dir: Path, tmp_
     with pytest.raises(ArtifactError) as caught:
         ServingModel.load(copy)
     assert caught.value.field == "model.ubj"
+
+
+@pytest.mark.skipif(_compiled_choose is None, reason="compiled evaluator not built (no C compiler)")
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0, 1) | st.just(-1.0),
+            st.floats(0, 1) | st.just(-math.inf),
+            st.text(max_size=12),
+        ),
+        max_size=70,
+    ),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([0.0, 0.01, 0.5, 1.0]),
+)
+def test_compiled_choice_equals_the_pure_one(
+    candidates: list[tuple[float, float, str]], seed: int, rate: float
+) -> None:
+    scores = np.array([c[0] for c in candidates], dtype=np.float64)
+    cutoffs = np.array([c[1] for c in candidates], dtype=np.float64)
+    names = [c[2] for c in candidates]
+    thresholds = [max(c[1], 0.0) for c in candidates]
+    keys = [name.encode() for name in names]
+    args = (scores, cutoffs, thresholds, names, keys, seed, rate * 2.0**32, PartnerDecision)
+    assert _compiled_choose(*args) == choose(*args)
+
+
+def test_compiled_choice_refuses_mismatched_lengths() -> None:
+    if _compiled_choose is None:
+        pytest.skip("compiled evaluator not built (no C compiler)")
+    with pytest.raises(ValueError, match="2 items"):
+        _compiled_choose(
+            np.zeros(2), np.zeros(2), [0.0], ["a", "b"], [b"a", b"b"], 0, 0.0, PartnerDecision
+        )

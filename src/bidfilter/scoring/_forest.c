@@ -547,11 +547,125 @@ static PyTypeObject ForestType = {
     .tp_new = Forest_new,
 };
 
+/* --- thresholds and exploration (decide.py's loop, for one request's K candidates) ---------- */
+
+static uint32_t crc_table[256];
+
+static void crc_init(void) {
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = n;
+        for (int k = 0; k < 8; k++) {
+            c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        }
+        crc_table[n] = c;
+    }
+}
+
+/* zlib.crc32(data, value): the CRC-32 that decide.py's pure path computes. */
+static uint32_t crc32_of(const unsigned char *data, Py_ssize_t n, uint32_t value) {
+    uint32_t c = value ^ 0xFFFFFFFFu;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        c = crc_table[(c ^ data[i]) & 0xFFu] ^ (c >> 8);
+    }
+    return c ^ 0xFFFFFFFFu;
+}
+
+/* decide(scores, cutoffs, thresholds, names, keys, seed, limit, decision_type)
+ *   -> (decisions, send, explore)
+ * Per candidate i: send = scores[i] >= cutoffs[i]; a candidate not sent is explored (and sent)
+ * when crc32(keys[i], seed) < limit; decisions[i] = decision_type(names[i], scores[i], send,
+ * explore, thresholds[i]). scores and cutoffs are float64 buffers, the rest lists of length K. */
+static PyObject *decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8 || !PyList_CheckExact(args[2]) || !PyList_CheckExact(args[3]) ||
+        !PyList_CheckExact(args[4])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "decide(scores, cutoffs, thresholds: list, names: list, keys: list, "
+                        "seed, limit, decision_type)");
+        return NULL;
+    }
+    PyObject *thresholds = args[2], *names = args[3], *keys = args[4], *decision = args[7];
+    unsigned long seed = PyLong_AsUnsignedLong(args[5]);
+    double limit = PyFloat_AsDouble(args[6]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_buffer scores, cutoffs;
+    if (get_buffer(args[0], &scores, "scores", 8, 0) < 0) {
+        return NULL;
+    }
+    if (get_buffer(args[1], &cutoffs, "cutoffs", 8, 0) < 0) {
+        PyBuffer_Release(&scores);
+        return NULL;
+    }
+    Py_ssize_t k = scores.len / 8;
+    PyObject *result = NULL, *decisions = NULL, *send = NULL, *explore = NULL;
+    if (cutoffs.len / 8 != k || PyList_GET_SIZE(thresholds) != k || PyList_GET_SIZE(names) != k ||
+        PyList_GET_SIZE(keys) != k) {
+        PyErr_Format(PyExc_ValueError, "decide: every argument needs %zd items", k);
+        goto done;
+    }
+    decisions = PyList_New(k);
+    send = PyList_New(k);
+    explore = PyList_New(k);
+    if (decisions == NULL || send == NULL || explore == NULL) {
+        goto done;
+    }
+    const double *score = scores.buf, *cutoff = cutoffs.buf;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        int sent = score[i] >= cutoff[i];
+        int explored = 0;
+        if (!sent && limit > 0) {
+            PyObject *key = PyList_GET_ITEM(keys, i);
+            if (!PyBytes_CheckExact(key)) {
+                PyErr_SetString(PyExc_TypeError, "decide: keys must be bytes");
+                goto done;
+            }
+            uint32_t draw = crc32_of((const unsigned char *)PyBytes_AS_STRING(key),
+                                     PyBytes_GET_SIZE(key), (uint32_t)seed);
+            explored = sent = (double)draw < limit;
+        }
+        PyObject *fields[5];
+        fields[0] = PyList_GET_ITEM(names, i);
+        fields[1] = PyFloat_FromDouble(score[i]);
+        fields[2] = sent ? Py_True : Py_False;
+        fields[3] = explored ? Py_True : Py_False;
+        fields[4] = PyList_GET_ITEM(thresholds, i);
+        if (fields[1] == NULL) {
+            goto done;
+        }
+        PyObject *item = PyObject_Vectorcall(decision, fields, 5, NULL);
+        Py_DECREF(fields[1]);
+        if (item == NULL) {
+            goto done;
+        }
+        PyList_SET_ITEM(decisions, i, item);
+        PyList_SET_ITEM(send, i, Py_NewRef(fields[2]));
+        PyList_SET_ITEM(explore, i, Py_NewRef(fields[3]));
+    }
+    result = PyTuple_Pack(3, decisions, send, explore);
+done:
+    Py_XDECREF(decisions);
+    Py_XDECREF(send);
+    Py_XDECREF(explore);
+    PyBuffer_Release(&scores);
+    PyBuffer_Release(&cutoffs);
+    return result;
+}
+
+static PyMethodDef module_methods[] = {
+    {"decide", (PyCFunction)(void (*)(void))decide, METH_FASTCALL,
+     "decide(scores, cutoffs, thresholds, names, keys, seed, limit, decision_type)"
+     " -> (decisions, send, explore)"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_forest", "Compiled tree evaluation for bidfilter.", -1, NULL,
+    PyModuleDef_HEAD_INIT, "_forest",
+    "Compiled tree evaluation and thresholding for bidfilter.", -1, module_methods,
 };
 
 PyMODINIT_FUNC PyInit__forest(void) {
+    crc_init();
     if (PyType_Ready(&ForestType) < 0) {
         return NULL;
     }

@@ -2,6 +2,8 @@ import array
 
 import numpy as np
 
+from bidfilter.thrift.types import PartnerDecision
+
 class Forest:
     def __init__(
         self,
@@ -22,3 +24,14 @@ class Forest:
         self, row: np.ndarray | array.array[float], partners: np.ndarray, out: np.ndarray
     ) -> None: ...
     def predict_rows(self, rows: np.ndarray, out: np.ndarray) -> None: ...
+
+def decide(
+    scores: np.ndarray,
+    cutoffs: np.ndarray,
+    thresholds: list[float],
+    names: list[str],
+    keys: list[bytes],
+    seed: int,
+    limit: float,
+    decision: type[PartnerDecision],
+) -> tuple[list[PartnerDecision], list[bool], list[bool]]: ...

@@ -102,6 +102,18 @@ _list_from = _LIST.unpack_from
 _map_from = _MAP.unpack_from
 _decision_tail_from = _DECISION_TAIL.unpack_from
 
+try:
+    from bidfilter.thrift import _fastbinary
+except ImportError:  # built without a C compiler: this module does all the work
+    _fastbinary = None  # type: ignore[assignment]
+else:
+    _fastbinary.bind(FilterRequest, FilterResponse, PartnerDecision)
+
+FAST_FILTER_REPLY: Final = _fastbinary.write_filter_reply if _fastbinary is not None else None
+"""``(seqid, response, framed) -> bytes | None``: a whole ``filter`` reply message written in C
+(behind its frame length if ``framed``), or ``None`` when the C codec is not built or leaves
+this response to :func:`write_filter_result` (anything unusual, including every error case)."""
+
 _STRUCT_FIELD_0: Final = bytes((T_STRUCT, 0, 0))
 _STRUCT_FIELD_1: Final = bytes((T_STRUCT, 0, 1))
 
@@ -752,6 +764,16 @@ _PING_RESULT: Final[dict[int, tuple[str, int, Reader[str]]]] = {
 
 
 def read_filter_args(buf: bytes, pos: int, depth: int) -> tuple[FilterRequest, int]:
+    if _fastbinary is not None:
+        # The C reader takes the usual shape of these args and leaves any other to the pure one.
+        fast = _fastbinary.read_filter_args(buf, pos)
+        if fast is not None:
+            return fast
+    return read_filter_args_pure(buf, pos, depth)
+
+
+def read_filter_args_pure(buf: bytes, pos: int, depth: int) -> tuple[FilterRequest, int]:
+    """:func:`read_filter_args` without the C reader: the definition it is tested against."""
     request, pos = _read_one_of(buf, pos, depth, _FILTER_ARGS)
     if request is None:
         raise ThriftProtocolError("request", "required argument is missing")

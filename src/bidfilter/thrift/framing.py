@@ -326,11 +326,16 @@ class ReplyEncoder:
         self.protocol = protocol
         self.transport = transport
         self._framed = transport is Transport.FRAMED
+        self._fast_filter = binary.FAST_FILTER_REPLY if protocol is Protocol.BINARY else None
 
     def _out(self, message: bytes) -> bytes:
         return _LENGTH.pack(len(message)) + message if self._framed else message
 
     def filter(self, seqid: int, response: FilterResponse) -> bytes:
+        if self._fast_filter is not None:
+            fast = self._fast_filter(seqid, response, self._framed)
+            if fast is not None:
+                return fast
         return self._out(messages.encode_filter_reply(self.protocol, seqid, response))
 
     def invalid_request(self, seqid: int, invalid: InvalidRequest) -> bytes:

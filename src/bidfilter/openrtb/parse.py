@@ -97,7 +97,7 @@ def _check(request: BidRequest, limits: ParseLimits) -> None:
     if request.tmax is not None and request.tmax < 0:
         raise InvalidRequestError("tmax", "must not be negative")
     for index, imp in enumerate(request.imp):
-        _check_imp(imp, f"imp[{index}]")
+        _check_imp(imp, index)
     regs = request.regs
     if regs is not None:
         for where, flag in (("regs.gdpr", regs.gdpr), ("regs.coppa", regs.coppa)):
@@ -105,28 +105,35 @@ def _check(request: BidRequest, limits: ParseLimits) -> None:
                 raise InvalidRequestError(where, f"must be 0 or 1, not {flag}")
 
 
-def _check_imp(imp: Imp, where: str) -> None:
+def _check_imp(imp: Imp, index: int) -> None:
+    # Field names are only formatted once something is wrong: this runs on every request.
     if not imp.id:
-        raise InvalidRequestError(f"{where}.id", "must not be empty")
-    if imp.banner is None and imp.video is None and imp.audio is None and imp.native is None:
-        raise InvalidRequestError(where, "needs one of banner, video, audio or native")
-    if imp.bidfloor < 0:
-        raise InvalidRequestError(f"{where}.bidfloor", "must not be negative")
-    if imp.bidfloor > MAX_BIDFLOOR:
-        raise InvalidRequestError(f"{where}.bidfloor", f"over the {MAX_BIDFLOOR:g} limit")
-    sizes: list[tuple[str, int | None]] = []
-    if imp.banner is not None:
-        sizes += [(f"{where}.banner.w", imp.banner.w), (f"{where}.banner.h", imp.banner.h)]
-        for k, fmt in enumerate(imp.banner.format or ()):
-            sizes += [
-                (f"{where}.banner.format[{k}].w", fmt.w),
-                (f"{where}.banner.format[{k}].h", fmt.h),
-            ]
-    if imp.video is not None:
-        sizes += [(f"{where}.video.w", imp.video.w), (f"{where}.video.h", imp.video.h)]
-    for field, value in sizes:
-        if value is not None and value < 0:
-            raise InvalidRequestError(field, "must not be negative")
+        raise InvalidRequestError(f"imp[{index}].id", "must not be empty")
+    banner, video = imp.banner, imp.video
+    if banner is None and video is None and imp.audio is None and imp.native is None:
+        raise InvalidRequestError(f"imp[{index}]", "needs one of banner, video, audio or native")
+    if not 0 <= imp.bidfloor <= MAX_BIDFLOOR:
+        if imp.bidfloor < 0:
+            raise InvalidRequestError(f"imp[{index}].bidfloor", "must not be negative")
+        raise InvalidRequestError(f"imp[{index}].bidfloor", f"over the {MAX_BIDFLOOR:g} limit")
+    if banner is not None:
+        if _negative(banner.w, banner.h):
+            raise _negative_size(f"imp[{index}].banner", banner.w)
+        for k, fmt in enumerate(banner.format or ()):
+            if _negative(fmt.w, fmt.h):
+                raise _negative_size(f"imp[{index}].banner.format[{k}]", fmt.w)
+    if video is not None and _negative(video.w, video.h):
+        raise _negative_size(f"imp[{index}].video", video.w)
+
+
+def _negative(w: int | None, h: int | None) -> bool:
+    return (w is not None and w < 0) or (h is not None and h < 0)
+
+
+def _negative_size(where: str, w: int | None) -> InvalidRequestError:
+    """The error for a size with a negative width (named first) or height."""
+    name = "w" if w is not None and w < 0 else "h"
+    return InvalidRequestError(f"{where}.{name}", "must not be negative")
 
 
 # --- fields that OpenRTB 2.6 moved out of ext: read the 2.6 location first, then the 2.5 one ---
@@ -134,14 +141,25 @@ def _check_imp(imp: Imp, where: str) -> None:
 _ExtT = TypeVar("_ExtT", RegsExt, UserExt, SourceExt)
 
 
+# The last ext decoded of each kind, with the Raw it came from: features read regs.ext three
+# times and user.ext twice per request, and one decode is a good share of a request's features.
+# Holding the Raw keeps it alive, so an ``is`` match cannot be a recycled object.
+_last_ext: dict[type, tuple[msgspec.Raw, object]] = {}
+
+
 def _ext(raw: msgspec.Raw, kind: type[_ExtT]) -> _ExtT | None:
     """Decode an ``ext`` object leniently: one that is absent or malformed counts as absent."""
     if not raw:
         return None
+    last = _last_ext.get(kind)
+    if last is not None and last[0] is raw:
+        return last[1]  # type: ignore[return-value]
     try:
-        return msgspec.json.decode(raw, type=kind)
+        ext: _ExtT | None = msgspec.json.decode(raw, type=kind)
     except msgspec.MsgspecError:
-        return None
+        ext = None
+    _last_ext[kind] = (raw, ext)
+    return ext
 
 
 def gdpr(request: BidRequest) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 from serving import RunningServer, ServerPool
@@ -28,8 +29,14 @@ def test_metrics_after_traffic(
         for openrtb, partners in logged_requests[:40]:
             client.filter(openrtb, partners)
         client.model_info()
-    status, text = module_server.http("/metrics")
-    assert status == 200
+    # Workers publish their counters at most 100 ms after a call (at once when they go idle).
+    deadline = time.monotonic() + 5
+    while True:
+        status, text = module_server.http("/metrics")
+        assert status == 200
+        if 'method="model_info"' in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     for expected in (
         'bidfilter_calls_total{method="filter",result="scored"}',
         'bidfilter_calls_total{method="model_info",result="ok"}',

@@ -60,7 +60,6 @@ class Dispatcher:
         shed = len(self._queue) >= self.max_pending
         self._queue.append((connection, call, arrived_ns, shed))
         connection.pending += 1
-        self.metrics.add("pending_calls")
         if len(self._queue) >= 4 * self.max_pending and connection not in self._paused:
             connection.pause_reading()
             self._paused.add(connection)
@@ -96,12 +95,12 @@ class Dispatcher:
         while queue and time.perf_counter_ns() - started < _SLICE_NS:
             connection, call, arrived_ns, shed = queue.popleft()
             connection.pending -= 1
-            self.metrics.add("pending_calls", -1)
             if connection.closed or connection.encoder is None:
                 continue
             reply = self._answer(connection.encoder, call, arrived_ns, shed)
             if reply is not None:
                 replies.setdefault(connection, []).append(reply)
+        self.metrics.set("pending_calls", len(queue))  # once a slice, not twice a call
         self.metrics.flush_due(time.perf_counter_ns())
         for connection, parts in replies.items():
             # Pipelined replies for one connection leave in a single write.

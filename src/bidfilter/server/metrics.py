@@ -2,8 +2,8 @@
 
 Each worker owns one row of a float64 matrix in shared memory and only ever adds to it; the
 supervisor sums the rows when ``/metrics`` is scraped. A replaced worker takes over its
-predecessor's row, so counters never go backwards. The hot path is a handful of numpy element
-updates per call, with no locks and no syscalls.
+predecessor's row, so counters never go backwards. The hot path only adds to plain Python lists;
+they reach the row at most every ``FLUSH_INTERVAL_NS``, with no locks and no syscalls.
 """
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ class MetricsBoard:
 
 
 FLUSH_INTERVAL_NS = 100_000_000
-"""Per-partner counters reach the shared row at most this late (workers also flush when idle)."""
+"""Call and per-partner counters reach the shared row at most this late (workers also flush when
+idle)."""
 
 
 @dataclass(slots=True)
@@ -118,19 +119,25 @@ class _Pending:
 class WorkerMetrics:
     """One worker's row, with the few operations the hot path needs."""
 
-    __slots__ = ("_flushed_ns", "_pending", "_row")
+    __slots__ = ("_calls", "_calls_recorded", "_flushed_ns", "_pending", "_row")
 
     def __init__(self, row: np.ndarray) -> None:
         self._row = row
         self._pending: dict[int, _Pending] = {}
+        # Call counts and latency histograms (the row's columns _CALLS to _PARTNERS), kept in a
+        # plain list until the flush: a list item costs a fraction of a numpy element update.
+        self._calls = [0.0] * (_PARTNERS - _CALLS)
+        self._calls_recorded = False
         self._flushed_ns = 0
 
     def call(self, method: int, result: int, latency_us: float) -> None:
-        row = self._row
-        row[_CALLS + method * len(RESULTS) + result] += 1
-        base = _LATENCY + method * (_N_BUCKETS + 1)
-        row[base + bisect.bisect_left(LATENCY_BOUNDS_US, latency_us)] += 1
-        row[base + _N_BUCKETS] += latency_us
+        """Record one answered call. Counted in the shared row at the next :meth:`flush`."""
+        calls = self._calls
+        calls[method * len(RESULTS) + result] += 1
+        base = _LATENCY - _CALLS + method * (_N_BUCKETS + 1)
+        calls[base + bisect.bisect_left(LATENCY_BOUNDS_US, latency_us)] += 1
+        calls[base + _N_BUCKETS] += latency_us
+        self._calls_recorded = True
 
     def partners(
         self, partner_index: np.ndarray, sent: Sequence[bool], explored: Sequence[bool]
@@ -158,8 +165,12 @@ class WorkerMetrics:
             self.flush()
 
     def flush(self) -> None:
-        """Add the recorded decisions to the shared row."""
+        """Add the recorded calls and decisions to the shared row."""
         row = self._row
+        if self._calls_recorded:
+            row[_CALLS:_PARTNERS] += self._calls
+            self._calls = [0.0] * (_PARTNERS - _CALLS)
+            self._calls_recorded = False
         for entry in self._pending.values():
             codes = entry.partner_index
             slots = np.where(

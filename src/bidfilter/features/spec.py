@@ -8,7 +8,7 @@ values seen often enough in training, 0 for any other value (out of vocabulary),
 
 from __future__ import annotations
 
-import array
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,14 +91,15 @@ class FeatureEncoder:
         ]
         self.partner_codes = {partner: code for code, partner in enumerate(spec.partners)}
         self.width = len(spec.names)
+        self._pack = struct.Struct(f"={self.width}f").pack
 
     def request_vector(self, request: BidRequest, ts_ms: int) -> np.ndarray:
         """The request's row with the partner column left NaN (float32)."""
         return np.frombuffer(self.request_values(request, ts_ms), dtype=np.float32)
 
-    def request_values(self, request: BidRequest, ts_ms: int) -> array.array[float]:
-        """:meth:`request_vector` as a float32 ``array.array``: what the serving hot path hands
-        to the compiled evaluator (building it costs a fraction of a numpy array's set-up)."""
+    def request_values(self, request: BidRequest, ts_ms: int) -> bytes:
+        """:meth:`request_vector` as packed float32 bytes: what the serving hot path hands to the
+        compiled evaluator (packing costs a fraction of a numpy array's set-up)."""
         numeric, categorical = extract(request, ts_ms)
         values: list[float] = numeric
         values.extend(
@@ -108,7 +109,7 @@ class FeatureEncoder:
             ]
         )
         values.append(NAN)
-        return array.array("f", values)
+        return self._pack(*values)
 
     def rows(self, request: BidRequest, ts_ms: int, partners: Sequence[str]) -> np.ndarray:
         """One row per partner (K x F); a partner unknown to the spec gets a NaN partner code."""

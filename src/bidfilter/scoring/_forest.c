@@ -222,7 +222,9 @@ static int get_buffer(PyObject *obj, Py_buffer *view, const char *name, Py_ssize
     if (PyObject_GetBuffer(obj, view, flags) < 0) {
         return -1;
     }
-    if (view->itemsize != itemsize || view->len % itemsize != 0) {
+    /* bytes hold packed values (struct.pack: how the serving path builds a request's row) */
+    int packed = view->itemsize == 1 && PyBytes_CheckExact(obj);
+    if ((view->itemsize != itemsize && !packed) || view->len % itemsize != 0) {
         PyErr_Format(PyExc_ValueError, "%s: expected items of %zd bytes", name, itemsize);
         PyBuffer_Release(view);
         return -1;

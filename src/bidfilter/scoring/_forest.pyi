@@ -1,5 +1,3 @@
-import array
-
 import numpy as np
 
 from bidfilter.thrift.types import PartnerDecision
@@ -21,7 +19,7 @@ class Forest:
         base_margin: float,
     ) -> None: ...
     def predict_shared(
-        self, row: np.ndarray | array.array[float], partners: np.ndarray, out: np.ndarray
+        self, row: np.ndarray | bytes, partners: np.ndarray, out: np.ndarray
     ) -> None: ...
     def predict_rows(self, rows: np.ndarray, out: np.ndarray) -> None: ...
 

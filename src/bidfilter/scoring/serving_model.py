@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import array
 import datetime as dt
 import logging
 import math
@@ -98,7 +97,7 @@ class ServingModel:
         """Bid probabilities for feature rows (N x F float32), by XGBoost itself."""
         return np.asarray(self.booster.inplace_predict(rows), dtype=np.float64)
 
-    def score_request(self, row: np.ndarray | array.array[float], codes: np.ndarray) -> np.ndarray:
+    def score_request(self, row: np.ndarray | bytes, codes: np.ndarray) -> np.ndarray:
         """Bid probabilities of one request (its float32 row, partner column aside) for each
         partner code in ``codes`` (float32): the serving hot path."""
         if self.forest is not None:

@@ -97,7 +97,7 @@ class Worker:
             await asyncio.sleep(0.01)
         for connection in list(self.connections):
             connection.close()
-        self.metrics.flush()  # the last calls' per-partner counts
+        self.metrics.flush()  # the last calls' counts
         await asyncio.sleep(0)  # let the transports flush and close
 
     def _load(self, path: str, generation: int, control: Connection) -> ServingModel | None:

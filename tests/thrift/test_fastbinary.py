@@ -174,6 +174,20 @@ def test_leaves_anything_unusual_to_the_pure_writer(seqid: int, response: object
     assert fast.write_filter_reply(seqid, response, True) is None  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("field", ["request_id", "decisions", "model_version", "outcome", "error"])
+def test_a_deleted_field_is_left_to_the_pure_writer(field: str) -> None:
+    response = make_response(2)
+    delattr(response, field)
+    assert fast.write_filter_reply(1, response, True) is None
+
+
+@pytest.mark.parametrize("field", ["partner", "bid_probability", "send", "threshold"])
+def test_a_decision_with_a_deleted_field_is_left_to_the_pure_writer(field: str) -> None:
+    response = make_response(2)
+    delattr(response.decisions[1], field)
+    assert fast.write_filter_reply(1, response, True) is None
+
+
 def test_reply_encoder_still_raises_the_pure_writers_errors() -> None:
     encoder = ReplyEncoder(Protocol.BINARY, Transport.FRAMED)
     with pytest.raises(ThriftEncodeError, match="server_us"):

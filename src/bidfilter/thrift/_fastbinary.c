@@ -272,9 +272,10 @@ static inline uint8_t *put_string(uint8_t *out, const char *s, Py_ssize_t n) {
     return out + n;
 }
 
-/* A str's UTF-8 (cached in the str by CPython), or NULL with no error set if it has none. */
+/* A str's UTF-8 (cached in the str by CPython), or NULL with no error set if it has none or
+ * ``obj`` is not a str (or an unset field: NULL). */
 static const char *utf8(PyObject *obj, Py_ssize_t *size) {
-    if (!PyUnicode_CheckExact(obj)) {
+    if (obj == NULL || !PyUnicode_CheckExact(obj)) {
         return NULL;
     }
     const char *s = PyUnicode_AsUTF8AndSize(obj, size);

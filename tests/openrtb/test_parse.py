@@ -9,7 +9,17 @@ from hypothesis import strategies as st
 
 from bidfilter.openrtb import InvalidRequestError, ParseLimits, parse_bid_request
 from bidfilter.openrtb.model import MAX_STRING_CHARS
-from bidfilter.openrtb.parse import consent, eids, gdpr, geo, schain, us_privacy
+from bidfilter.openrtb.parse import (
+    RegsSignals,
+    consent,
+    eids,
+    gdpr,
+    geo,
+    regs_signals,
+    schain,
+    us_privacy,
+    user_signals,
+)
 
 
 def request(**fields: Any) -> bytes:
@@ -149,6 +159,19 @@ def test_2_5_ext_locations() -> None:
 def test_2_6_location_wins_over_ext() -> None:
     parsed = parse_bid_request(request(regs={"gdpr": 1, "ext": {"gdpr": 0}}))
     assert gdpr(parsed) == 1
+
+
+def test_signals_mix_the_two_locations_field_by_field() -> None:
+    parsed = parse_bid_request(
+        request(
+            regs={"gdpr": 1, "ext": {"gdpr": 0, "us_privacy": "1YNN", "gpp": "DBAB"}},
+            user={"consent": "c26", "ext": {"consent": "c25", "eids": [{"source": "s"}]}},
+        )
+    )
+    assert regs_signals(parsed) == RegsSignals(1, "1YNN", "DBAB")
+    signals = user_signals(parsed)
+    assert signals.consent == "c26"
+    assert [eid.source for eid in signals.eids] == ["s"]
 
 
 def test_malformed_ext_counts_as_absent() -> None:

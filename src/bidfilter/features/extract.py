@@ -175,8 +175,8 @@ def extract(request: BidRequest, ts_ms: int) -> tuple[list[float], list[str | No
             hour_local = float(((ts_ms // 60_000 + location.utcoffset) // 60) % 24)
 
     user = request.user
-    privacy = parse.us_privacy(request)
-    gdpr = parse.gdpr(request)
+    gdpr, privacy, gpp = parse.regs_signals(request)
+    consent, eids = parse.user_signals(request)
     chain = parse.schain(request)
     hour_index = ts_ms // _MS_PER_HOUR
     # 1970-01-01 was a Thursday: shift so Monday is 0, as datetime.weekday() does.
@@ -207,13 +207,13 @@ def extract(request: BidRequest, ts_ms: int) -> tuple[list[float], list[str | No
         hour_local,
         1.0 if user is not None and (user.id or user.buyeruid) else 0.0,
         1.0 if user is not None and user.buyeruid else 0.0,
-        float(len(parse.eids(request))),
+        float(len(eids)),
         NAN if gdpr is None else float(gdpr),
-        1.0 if parse.consent(request) else 0.0,
+        1.0 if consent else 0.0,
         _num(request.regs.coppa) if request.regs is not None else NAN,
         1.0 if privacy else 0.0,
         1.0 if privacy is not None and len(privacy) > 2 and privacy[2] in "Yy" else 0.0,
-        1.0 if parse.gpp(request) else 0.0,
+        1.0 if gpp else 0.0,
         float(deals),
         float(private_auction),
         float(len(chain.nodes or ())) if chain is not None else 0.0,

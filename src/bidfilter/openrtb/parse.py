@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import msgspec
 
@@ -141,75 +141,82 @@ def _negative_size(where: str, w: int | None) -> InvalidRequestError:
 _ExtT = TypeVar("_ExtT", RegsExt, UserExt, SourceExt)
 
 
-# The last ext decoded of each kind, with the Raw it came from: features read regs.ext three
-# times and user.ext twice per request, and one decode is a good share of a request's features.
-# Holding the Raw keeps it alive, so an ``is`` match cannot be a recycled object.
-_last_ext: dict[type, tuple[msgspec.Raw, object]] = {}
-
-
 def _ext(raw: msgspec.Raw, kind: type[_ExtT]) -> _ExtT | None:
     """Decode an ``ext`` object leniently: one that is absent or malformed counts as absent."""
     if not raw:
         return None
-    last = _last_ext.get(kind)
-    if last is not None and last[0] is raw:
-        return last[1]  # type: ignore[return-value]
     try:
-        ext: _ExtT | None = msgspec.json.decode(raw, type=kind)
+        return msgspec.json.decode(raw, type=kind)
     except msgspec.MsgspecError:
-        ext = None
-    _last_ext[kind] = (raw, ext)
-    return ext
+        return None
+
+
+class RegsSignals(NamedTuple):
+    gdpr: int | None
+    us_privacy: str | None
+    gpp: str | None
+
+
+class UserSignals(NamedTuple):
+    consent: str | None
+    eids: list[Eid]
+
+
+_NO_REGS = RegsSignals(None, None, None)
+_NO_USER = UserSignals(None, [])
+
+
+def regs_signals(request: BidRequest) -> RegsSignals:
+    """gdpr, us_privacy and gpp together: ``regs.ext`` is decoded at most once for the three."""
+    regs = request.regs
+    if regs is None:
+        return _NO_REGS
+    if regs.gdpr is not None and regs.us_privacy is not None and regs.gpp is not None:
+        return RegsSignals(regs.gdpr, regs.us_privacy, regs.gpp)
+    ext = _ext(regs.ext, RegsExt)
+    if ext is None:
+        return RegsSignals(regs.gdpr, regs.us_privacy, regs.gpp)
+    return RegsSignals(
+        regs.gdpr if regs.gdpr is not None else ext.gdpr if ext.gdpr in (0, 1) else None,
+        regs.us_privacy if regs.us_privacy is not None else ext.us_privacy,
+        regs.gpp if regs.gpp is not None else ext.gpp,
+    )
+
+
+def user_signals(request: BidRequest) -> UserSignals:
+    """consent and eids together: ``user.ext`` is decoded at most once for both."""
+    user = request.user
+    if user is None:
+        return _NO_USER
+    if user.consent is not None and user.eids is not None:
+        return UserSignals(user.consent, user.eids)
+    ext = _ext(user.ext, UserExt)
+    if ext is None:
+        return UserSignals(user.consent, user.eids or [])
+    return UserSignals(
+        user.consent if user.consent is not None else ext.consent,
+        user.eids if user.eids is not None else (ext.eids or []),
+    )
 
 
 def gdpr(request: BidRequest) -> int | None:
-    regs = request.regs
-    if regs is None:
-        return None
-    if regs.gdpr is not None:
-        return regs.gdpr
-    ext = _ext(regs.ext, RegsExt)
-    return ext.gdpr if ext is not None and ext.gdpr in (0, 1) else None
+    return regs_signals(request).gdpr
 
 
 def us_privacy(request: BidRequest) -> str | None:
-    regs = request.regs
-    if regs is None:
-        return None
-    if regs.us_privacy is not None:
-        return regs.us_privacy
-    ext = _ext(regs.ext, RegsExt)
-    return ext.us_privacy if ext is not None else None
+    return regs_signals(request).us_privacy
 
 
 def gpp(request: BidRequest) -> str | None:
-    regs = request.regs
-    if regs is None:
-        return None
-    if regs.gpp is not None:
-        return regs.gpp
-    ext = _ext(regs.ext, RegsExt)
-    return ext.gpp if ext is not None else None
+    return regs_signals(request).gpp
 
 
 def consent(request: BidRequest) -> str | None:
-    user = request.user
-    if user is None:
-        return None
-    if user.consent is not None:
-        return user.consent
-    ext = _ext(user.ext, UserExt)
-    return ext.consent if ext is not None else None
+    return user_signals(request).consent
 
 
 def eids(request: BidRequest) -> list[Eid]:
-    user = request.user
-    if user is None:
-        return []
-    if user.eids is not None:
-        return user.eids
-    ext = _ext(user.ext, UserExt)
-    return (ext.eids or []) if ext is not None else []
+    return user_signals(request).eids
 
 
 def schain(request: BidRequest) -> SupplyChain | None:

@@ -119,7 +119,7 @@ class _Pending:
 class WorkerMetrics:
     """One worker's row, with the few operations the hot path needs."""
 
-    __slots__ = ("_calls", "_calls_recorded", "_flushed_ns", "_pending", "_row")
+    __slots__ = ("_calls", "_flushed_ns", "_pending", "_row")
 
     def __init__(self, row: np.ndarray) -> None:
         self._row = row
@@ -127,7 +127,6 @@ class WorkerMetrics:
         # Call counts and latency histograms (the row's columns _CALLS to _PARTNERS), kept in a
         # plain list until the flush: a list item costs a fraction of a numpy element update.
         self._calls = [0.0] * (_PARTNERS - _CALLS)
-        self._calls_recorded = False
         self._flushed_ns = 0
 
     def call(self, method: int, result: int, latency_us: float) -> None:
@@ -137,7 +136,6 @@ class WorkerMetrics:
         base = _LATENCY - _CALLS + method * (_N_BUCKETS + 1)
         calls[base + bisect.bisect_left(LATENCY_BOUNDS_US, latency_us)] += 1
         calls[base + _N_BUCKETS] += latency_us
-        self._calls_recorded = True
 
     def partners(
         self, partner_index: np.ndarray, sent: Sequence[bool], explored: Sequence[bool]
@@ -167,10 +165,9 @@ class WorkerMetrics:
     def flush(self) -> None:
         """Add the recorded calls and decisions to the shared row."""
         row = self._row
-        if self._calls_recorded:
+        if any(self._calls):
             row[_CALLS:_PARTNERS] += self._calls
             self._calls = [0.0] * (_PARTNERS - _CALLS)
-            self._calls_recorded = False
         for entry in self._pending.values():
             codes = entry.partner_index
             slots = np.where(

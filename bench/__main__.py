@@ -1,9 +1,11 @@
-"""``python -m bench``: bidfilter against MLServer and a Thrift thread-pool server, one core each.
+"""``python -m bench``: bidfilter against MLServer and a Thrift thread-pool server, one core each,
+with the machine's floor (a C server that does no work) beside them.
 
 Wires the pieces: the cached workload (``workload``), MLServer's venv (``mlserver_venv``), the
-compiled load generator (``load_client``), the per-system measurements (``runner``), and the
-results file and docs table (``report``). ``--smoke`` is the CI version: a tiny model, one-second
-runs, output to a temporary directory; it checks that the harness works, not the speed.
+compiled load generator and floor server (``load_client``), the per-system measurements
+(``runner``), and the results file and docs table (``report``). ``--smoke`` is the CI version: a
+tiny model, one-second runs, output to a temporary directory; it checks that the harness works,
+not the speed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench.load_client import build_loadgen, compiler_version
+from bench.load_client import build_floor_server, build_loadgen, compiler_version
 from bench.mlserver_venv import ensure_mlserver_venv, package_versions
 from bench.report import (
     git_commit,
@@ -34,7 +36,7 @@ from bench.report import (
     write_results,
 )
 from bench.report import package_versions as our_versions
-from bench.runner import BenchConfig, run_systems
+from bench.runner import BenchConfig, BenchTools, run_systems
 from bench.systems import SYSTEM_NAMES
 from bench.workload import REFERENCE, SMOKE, ReplaySet, prepare_model
 
@@ -70,8 +72,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m bench",
         description="Benchmark bidfilter against Seldon MLServer (XGBoost runtime) and a Thrift"
         " thread-pool server on one core each: server CPU per bid request, max throughput,"
-        " latency at fixed offered rates (open loop), peak memory. Writes"
-        " bench/results/<date>.json and the table in docs/benchmarks.md.",
+        " latency at fixed offered rates (open loop), peak memory. The floor, a C server that"
+        " answers every call with one canned reply, shows what the machine and the load"
+        " generator give by themselves. Writes bench/results/<date>.json and the table in"
+        " docs/benchmarks.md.",
     )
     parser.add_argument(
         "--systems",
@@ -198,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mlserver_install_s = None
     if "mlserver" in config.systems:
         mlserver_install_s = ensure_mlserver_venv(MLSERVER_VENV, log)
-    loadgen = build_loadgen(CACHE)
+    tools = BenchTools(build_loadgen(CACHE), build_floor_server(CACHE), MLSERVER_VENV)
     model = prepare_model(SMOKE if config.smoke else REFERENCE, CACHE, log)
     replay = ReplaySet.from_logs(model, config.replay_requests)
     log(
@@ -208,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-work-"))
     failed = True
     try:
-        measured = run_systems(config, model, replay, loadgen, workdir, MLSERVER_VENV, log)
+        measured = run_systems(config, model, replay, tools, workdir, log)
         failed = False
     finally:
         if args.keep_workdir or failed:
@@ -250,7 +254,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "drain_s": config.drain_s,
             "idle_s": config.idle_s,
         },
-        "loadgen": {"binary": loadgen.name, "compiler": compiler_version()},
+        "loadgen": {
+            "binary": tools.loadgen.name,
+            "floor_server": tools.floor_server.name,
+            "compiler": compiler_version(),
+        },
         "mlserver_install_s": mlserver_install_s,
         "systems": systems,
         "agreement": measured["agreement"],

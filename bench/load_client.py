@@ -2,7 +2,8 @@
 
 It is built with ``gcc -O2`` into ``bench/.cache/`` (named by the source's hash, so an edited
 source is rebuilt) and run under ``taskset`` on the client core. Its JSON report is returned
-as a dict; see the C file's header for the two modes and what is measured.
+as a dict; see the C file's header for the two modes and what is measured. The floor server
+(``bench/loadgen/floor_server.c``, see ``bench.systems.FloorSystem``) is built the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 SOURCE: Final = Path(__file__).resolve().parent / "loadgen" / "loadgen.c"
+FLOOR_SOURCE: Final = Path(__file__).resolve().parent / "loadgen" / "floor_server.c"
 _COMPILE_TIMEOUT_S: Final = 120.0
 # Past its own hard deadline (duration + drain + 5 s), the generator is killed.
 _RUN_GRACE_S: Final = 30.0
@@ -24,16 +26,26 @@ _RUN_GRACE_S: Final = 30.0
 
 def build_loadgen(cache_dir: Path, compiler: str = "gcc") -> Path:
     """The compiled load generator, built now unless this source was built before."""
+    return build_c(SOURCE, cache_dir, compiler)
+
+
+def build_floor_server(cache_dir: Path, compiler: str = "gcc") -> Path:
+    """The compiled floor server, built now unless this source was built before."""
+    return build_c(FLOOR_SOURCE, cache_dir, compiler)
+
+
+def build_c(source: Path, cache_dir: Path, compiler: str = "gcc") -> Path:
+    """``source`` compiled to ``cache_dir/<stem>-<hash of the source>``, unless already there."""
     if shutil.which(compiler) is None:
-        raise RuntimeError(f"{compiler} not found: the load generator is compiled C")
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
-    binary = cache_dir / f"loadgen-{digest}"
+        raise RuntimeError(f"{compiler} not found: {source.name} is compiled C")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    binary = cache_dir / f"{source.stem}-{digest}"
     if binary.is_file() and os.access(binary, os.X_OK):
         return binary
     cache_dir.mkdir(parents=True, exist_ok=True)
     partial = binary.with_suffix(f".partial{os.getpid()}")
     subprocess.run(
-        [compiler, "-O2", "-Wall", "-Wextra", "-o", os.fspath(partial), os.fspath(SOURCE)],
+        [compiler, "-O2", "-Wall", "-Wextra", "-o", os.fspath(partial), os.fspath(source)],
         check=True,
         timeout=_COMPILE_TIMEOUT_S,
     )

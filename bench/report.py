@@ -22,6 +22,7 @@ END_MARKER: Final = "<!-- bench:fastpath:end -->"
 SECTION_HEADING: Final = "## Fast path: bidfilter vs MLServer vs Thrift thread pool"
 
 TARGET_CPU_US: Final = 50.0
+TARGET_LATENCY_RATE: Final = 1e6 / TARGET_CPU_US / 2  # "half of that load": 10,000 req/s
 TARGET_P99_MS: Final = 1.0
 TARGET_P999_MS: Final = 2.0
 TARGET_VS_MLSERVER: Final = 10.0
@@ -94,16 +95,28 @@ def package_versions() -> dict[str, str]:
 
 
 def _half_load_run(system: dict[str, Any]) -> dict[str, Any] | None:
+    return _run_at(system, system.get("half_load_rate"))
+
+
+def _run_at(system: dict[str, Any], rate: float | None) -> dict[str, Any] | None:
     for run in system.get("rates", []):
-        if run["load"]["offered_rate"] == system.get("half_load_rate"):
+        if run["load"]["offered_rate"] == rate:
             return dict(run)
     return None
 
 
 def targets(systems: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's goals for bidfilter, each with the measured value and whether it is met."""
+    """The issue's goals for bidfilter, each with the measured value and whether it is met.
+
+    The CPU goal ("<= 50 µs, i.e. >= 20,000 bid requests/s per core") is a capacity, so it is
+    judged at max load; the latency goals hold "at half of that load", 10,000 req/s. Latency
+    rows also give the floor's figure at the same rate: what the machine allows at all.
+    """
     ours = systems.get("bidfilter", {})
-    half = _half_load_run(ours) if "error" not in ours else None
+    ours = {} if "error" in ours else ours
+    floor = systems.get("floor", {})
+    at_rate = _run_at(ours, TARGET_LATENCY_RATE)
+    floor_at_rate = _run_at(floor, TARGET_LATENCY_RATE) if "error" not in floor else None
     rows: list[dict[str, Any]] = []
 
     def add(
@@ -112,31 +125,31 @@ def targets(systems: dict[str, Any]) -> list[dict[str, Any]]:
         limit: float,
         unit: str,
         higher: bool,
-        per_cpu: float | None = None,
+        **extra: float | None,
     ) -> None:
         met = None if measured is None else (measured >= limit if higher else measured <= limit)
         row = {"target": goal, "measured": measured, "limit": limit, "unit": unit, "met": met}
-        if per_cpu is not None:
-            row["per_cpu_second"] = per_cpu
+        row.update({k: v for k, v in extra.items() if v is not None})
         rows.append(row)
 
-    cpu = half["server_cpu_us_per_request"] if half else None
-    add("server CPU per bid request (at half of max load)", cpu, TARGET_CPU_US, "us", False)
-    latency = half["load"]["latency_us"] if half else None
+    maximum = ours.get("max")
     add(
-        "p99 at half of max load",
-        latency["p99"] / 1000 if latency else None,
-        TARGET_P99_MS,
-        "ms",
+        f"server CPU per bid request at max load (i.e. >= {_rate(1e6 / TARGET_CPU_US)} req/s"
+        " per core)",
+        maximum["server_cpu_us_per_request"] if maximum else None,
+        TARGET_CPU_US,
+        "us",
         False,
     )
-    add(
-        "p99.9 at half of max load",
-        latency["p99_9"] / 1000 if latency else None,
-        TARGET_P999_MS,
-        "ms",
-        False,
-    )
+    for key, label, limit in (("p99", "p99", TARGET_P99_MS), ("p99_9", "p99.9", TARGET_P999_MS)):
+        add(
+            f"{label} at {_rate(TARGET_LATENCY_RATE)} req/s (half of that load)",
+            at_rate["load"]["latency_us"][key] / 1000 if at_rate else None,
+            limit,
+            "ms",
+            False,
+            floor=floor_at_rate["load"]["latency_us"][key] / 1000 if floor_at_rate else None,
+        )
     our_max = ours.get("max_throughput_rps")
     our_capacity = capacity_per_cpu_second(ours)
     for name, limit in (("mlserver", TARGET_VS_MLSERVER), ("threadpool", TARGET_VS_THREADPOOL)):
@@ -146,7 +159,14 @@ def targets(systems: dict[str, Any]) -> list[dict[str, Any]]:
         ratio = our_max / other_max if our_max and other_max else None
         per_cpu = our_capacity / other_capacity if our_capacity and other_capacity else None
         label = other.get("label", name)
-        add(f"max throughput per core vs {label}", ratio, limit, "x", True, per_cpu)
+        add(
+            f"max throughput per core vs {label}",
+            ratio,
+            limit,
+            "x",
+            True,
+            per_cpu_second=per_cpu,
+        )
     return rows
 
 
@@ -211,7 +231,11 @@ def render_markdown(results: dict[str, Any]) -> str:
         f" in flight, {config['duration_s']:g} s. Latency: open loop (from each request's"
         f" intended send time), {config['duration_s']:g} s per rate. Server CPU: utime + stime"
         f" of all the server's processes (/proc) over answered requests. Memory: peak RSS"
-        f" (VmHWM) summed over its processes.",
+        f" (VmHWM) summed over its processes. The floor is `bench/loadgen/floor_server.c`: it"
+        f" answers every call with one canned bidfilter reply and does nothing else, so its"
+        f" figures are what this machine, its loopback TCP and the load generator give by"
+        f" themselves (the kernel's CPU per request, and the latency tail of a virtual"
+        f" machine's scheduling).",
         "",
         "| system | max throughput, one core (share of the core it got) | requests per server"
         " CPU-second | server CPU per bid request (at half max; at max) | p50 / p99 / p99.9 at"
@@ -286,7 +310,13 @@ def _fixed_rate_table(systems: dict[str, Any], config: dict[str, Any]) -> list[s
 
 
 def _targets_table(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["Targets (bidfilter):", "", "| target | goal | measured | met |", "|---|---|---|---|"]
+    lines = [
+        "Targets (bidfilter). The floor column is the floor server's figure at the same rate:"
+        " a server that does no work, on the same machine, with the same load generator.",
+        "",
+        "| target | goal | measured | floor | met |",
+        "|---|---|---|---|---|",
+    ]
     for row in rows:
         unit, measured = row["unit"], row["measured"]
         if unit == "x":
@@ -301,8 +331,9 @@ def _targets_table(rows: list[dict[str, Any]]) -> list[str]:
                 value = f"{measured:,.0f} µs ({measured / row['limit']:.1f}x the goal)"
             else:
                 value = f"{measured:.2f} {unit}"
+        floor = f"{row['floor']:.2f} {unit}" if "floor" in row else "-"
         met = {True: "yes", False: "**no**", None: "not measured"}[row["met"]]
-        lines.append(f"| {row['target']} | {goal} | {value} | {met} |")
+        lines.append(f"| {row['target']} | {goal} | {value} | {floor} | {met} |")
     return lines
 
 
@@ -327,9 +358,10 @@ def _agreement_line(systems: dict[str, Any], agreement: dict[str, Any]) -> str:
 
 
 def _loadgen_line(systems: dict[str, Any]) -> str:
+    servers = {n: s for n, s in systems.items() if n != "floor"}
     runs = [
         run
-        for s in systems.values()
+        for s in servers.values()
         for run in [s.get("max"), *s.get("rates", [])]
         if run is not None
     ]
@@ -349,10 +381,17 @@ def _loadgen_line(systems: dict[str, Any]) -> str:
         if worst_lag > 0.5
         else ""
     )
+    floor = systems.get("floor", {})
+    ceiling = ""
+    if floor.get("max_throughput_rps"):
+        ceiling = (
+            f" Against the floor it carried {_rate(floor['max_throughput_rps'])} req/s (closed"
+            f" loop, {floor['max']['loadgen_cpu_share']:.0%} of its core): its own ceiling."
+        )
     return (
-        f"Load generator: at most {busiest:.0%} of its core in any run (headroom"
-        f" {1 - busiest:.0%}): {verdict}. Open-loop sends left at most {worst_lag:.2f} ms (p99)"
-        f" after their intended time{lag_note}."
+        f"Load generator: at most {busiest:.0%} of its core in any run of a server under test"
+        f" (headroom {1 - busiest:.0%}): {verdict}. Open-loop sends left at most"
+        f" {worst_lag:.2f} ms (p99) after their intended time{lag_note}.{ceiling}"
     )
 
 

@@ -5,12 +5,14 @@ the client core:
 
 1. start it and wait until it is ready;
 2. correctness: score a sample of the replayed requests through it and compare with XGBoost's
-   own prediction on bidfilter's feature rows (and, at the end, the systems with each other);
+   own prediction on bidfilter's feature rows (and, at the end, the systems with each other;
+   the floor scores nothing and is not checked);
 3. idle: the server's own CPU use without load, for a few seconds; then a warm-up: a short
    closed-loop run, not counted in the results;
 4. maximum throughput: closed loop, ``connections x depth`` requests in flight;
 5. latency: open loop at half of that maximum, and at each fixed offered rate the system can
-   carry (at most ``max_rate_share`` of its maximum);
+   carry (at most ``max_rate_share`` of its maximum); the floor also runs at the half-load
+   rates of the systems before it, so each of their latencies has the floor's beside it;
 6. peak memory of all its processes; stop it.
 
 Every measured run also records the server's CPU time (all its processes, from /proc) per
@@ -38,6 +40,7 @@ from bench.procfs import (
 )
 from bench.systems import (
     BidfilterSystem,
+    FloorSystem,
     MLServerSystem,
     SystemStartError,
     SystemUnderTest,
@@ -80,6 +83,15 @@ def plan_rates(max_rate: float, fixed: Sequence[float], share: float) -> tuple[f
     return float(half), sorted(rates)
 
 
+@dataclass(frozen=True)
+class BenchTools:
+    """What the harness built or installed before the runs."""
+
+    loadgen: Path
+    floor_server: Path
+    mlserver_venv: Path
+
+
 def ok_answers(report: dict[str, Any]) -> int:
     """Answers that are what the system is for: a scored Thrift reply, or an HTTP 200."""
     results = report["results"]
@@ -97,6 +109,7 @@ class SystemRun:
         config: BenchConfig,
         loadgen: Path,
         log: Log,
+        extra_rates: Sequence[float] = (),
     ) -> None:
         self.system = system
         self.model = model
@@ -104,6 +117,7 @@ class SystemRun:
         self.config = config
         self.loadgen = loadgen
         self.log = log
+        self.extra_rates = extra_rates
         self.requests_file = system.workdir / "requests.bin"
         self.scores: np.ndarray | None = None
         self.reference: np.ndarray | None = None
@@ -124,11 +138,13 @@ class SystemRun:
             "command": ["taskset", "-c", str(config.server_core), *system.command()],
             "startup_s": round(time.monotonic() - started, 2),
         }
-        result["correctness"] = self.check_scores()
-        self.log(
-            f"[{system.name}] scores agree with XGBoost: max |diff| "
-            f"{result['correctness']['max_abs_diff_vs_xgboost']:.2e}"
-        )
+        correctness = self.check_scores()
+        if correctness is not None:
+            result["correctness"] = correctness
+            self.log(
+                f"[{system.name}] scores agree with XGBoost: max |diff| "
+                f"{correctness['max_abs_diff_vs_xgboost']:.2e}"
+            )
         result["idle_cpu_share"] = self.idle_cpu_share()
         self.log(
             f"[{system.name}] idle: {result['idle_cpu_share']:.1%} of a core"
@@ -163,7 +179,8 @@ class SystemRun:
         )
         if max_rate <= 0:
             raise RuntimeError(f"{system.name} answered nothing correctly at full load")
-        half, rates = plan_rates(max_rate, config.fixed_rates, config.max_rate_share)
+        fixed = [*config.fixed_rates, *self.extra_rates]
+        half, rates = plan_rates(max_rate, fixed, config.max_rate_share)
         result["half_load_rate"] = half
         result["rates"] = []
         for rate in rates:
@@ -195,9 +212,10 @@ class SystemRun:
 
     # -- correctness
 
-    def check_scores(self) -> dict[str, Any]:
+    def check_scores(self) -> dict[str, Any] | None:
         """Scores of a sample vs XGBoost on the same rows (retried across an hour boundary:
-        the hour is a feature, and each system computes it at its own clock)."""
+        the hour is a feature, and each system computes it at its own clock); None for a
+        system that does not score."""
         config, replay = self.config, self.replay
         indices = list(range(min(config.correctness_sample, len(replay))))
         spec = FeatureSpec.from_dict(self.model.manifest.feature_spec)
@@ -212,6 +230,8 @@ class SystemRun:
             )
             sample = ReplaySet(openrtb, replay.candidates, rows, before)
             scores = self.system.scores(sample, range(len(indices)))
+            if scores is None:
+                return None
             after = time.time_ns() // 1_000_000
             if before // _MS_PER_HOUR == after // _MS_PER_HOUR:
                 break
@@ -289,14 +309,16 @@ def _fmt(value: float | None) -> str:
 
 
 def make_system(
-    name: str, model: PreparedModel, workdir: Path, core: int, mlserver_venv: Path
+    name: str, model: PreparedModel, workdir: Path, core: int, tools: BenchTools
 ) -> SystemUnderTest:
     if name == "bidfilter":
         return BidfilterSystem(model, workdir, core)
     if name == "threadpool":
         return ThreadPoolSystem(model, workdir, core)
     if name == "mlserver":
-        return MLServerSystem(model, workdir, core, mlserver_venv)
+        return MLServerSystem(model, workdir, core, tools.mlserver_venv)
+    if name == "floor":
+        return FloorSystem(model, workdir, core, tools.floor_server)
     raise ValueError(f"unknown system {name!r}")
 
 
@@ -304,17 +326,18 @@ def run_systems(
     config: BenchConfig,
     model: PreparedModel,
     replay: ReplaySet,
-    loadgen: Path,
+    tools: BenchTools,
     workdir: Path,
-    mlserver_venv: Path,
     log: Log,
 ) -> dict[str, Any]:
-    """Every system of ``config``, one after the other; a system that fails gets ``error``."""
+    """Every system of ``config``, one after the other, the floor last (it runs at the others'
+    half-load rates too); a system that fails gets ``error``."""
     systems: dict[str, Any] = {}
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name in config.systems:
-        system = make_system(name, model, workdir, config.server_core, mlserver_venv)
-        run = SystemRun(system, model, replay, config, loadgen, log)
+    for name in sorted(config.systems, key=lambda n: n == "floor"):
+        system = make_system(name, model, workdir, config.server_core, tools)
+        others_half = [s["half_load_rate"] for s in systems.values() if "half_load_rate" in s]
+        run = SystemRun(system, model, replay, config, tools.loadgen, log, others_half)
         try:
             systems[name] = run.run()
         except (SystemStartError, RuntimeError, AssertionError, OSError, ValueError) as error:

@@ -1,9 +1,12 @@
-"""The three systems under test: start one pinned to a core, score a sample with it, stop it.
+"""The systems under test: start one pinned to a core, score a sample with it, stop it.
 
 - ``BidfilterSystem``: ``bidfilter serve --workers 1`` (a supervisor and one worker process);
 - ``MLServerSystem``: Seldon MLServer with its XGBoost runtime, one parallel worker, REST V2;
 - ``ThreadPoolSystem``: ``bench/baselines/thrift_threadpool.py`` (official Thrift library,
-  ``TThreadPoolServer``, a DMatrix per call).
+  ``TThreadPoolServer``, a DMatrix per call);
+- ``FloorSystem``: not a competitor but the machine's floor, ``bench/loadgen/floor_server.c``,
+  which answers every call with one canned reply: the kernel's CPU cost per request and the
+  latency tail that no server could beat on this machine.
 
 Each runs under ``taskset -c CORE`` (children inherit the pinning) in a session of its own, so
 ``bench.procfs`` finds all of its processes and ``stop`` ends all of them: SIGTERM to the
@@ -41,7 +44,15 @@ from bench.workload import (
     v2_inference_body,
 )
 from bidfilter.client import BidFilterClient
-from bidfilter.thrift import Outcome
+from bidfilter.features import FeatureSpec
+from bidfilter.thrift import (
+    FilterResponse,
+    Outcome,
+    PartnerDecision,
+    Protocol,
+    ReplyEncoder,
+    Transport,
+)
 
 HOST: Final = "127.0.0.1"
 _STOP_GRACE_S: Final = 15.0
@@ -99,8 +110,9 @@ class SystemUnderTest(ABC):
         """Whether the server answers (called until true, or the start-up timeout)."""
 
     @abstractmethod
-    def scores(self, replay: ReplaySet, indices: Sequence[int]) -> np.ndarray:
-        """Bid probabilities for the requests ``indices`` of ``replay`` (n x candidates)."""
+    def scores(self, replay: ReplaySet, indices: Sequence[int]) -> np.ndarray | None:
+        """Bid probabilities for the requests ``indices`` of ``replay`` (n x candidates); None
+        from a system that does not score (the floor)."""
 
     @abstractmethod
     def wire_messages(self, replay: ReplaySet) -> list[bytes]:
@@ -351,4 +363,51 @@ class MLServerSystem(SystemUnderTest):
         return http_posts(replay, self.port)
 
 
-SYSTEM_NAMES: Final = ("bidfilter", "mlserver", "threadpool")
+class FloorSystem(SystemUnderTest):
+    """``floor_server``: every call answered with the same bidfilter reply, no work done."""
+
+    name = "floor"
+    label = "floor (C, canned reply)"
+    wire = "thrift"
+    startup_timeout_s = 10.0
+
+    def __init__(self, model: PreparedModel, workdir: Path, core: int, binary: Path) -> None:
+        super().__init__(model, workdir, core)
+        self.binary = binary
+        self.reply_file = self.workdir / "reply.bin"
+
+    def wire_messages(self, replay: ReplaySet) -> list[bytes]:
+        return thrift_calls(replay)
+
+    def prepare(self) -> None:
+        # What bidfilter answers to the replayed requests (every partner of the model is a
+        # candidate), so the kernel moves as many bytes.
+        partners = FeatureSpec.from_dict(self.model.manifest.feature_spec).partners
+        decisions = [PartnerDecision(p, 0.5, True, False, 0.1) for p in partners]
+        response = FilterResponse("floor", decisions, self.model.version, Outcome.SCORED, 50)
+        reply = ReplyEncoder(Protocol.BINARY, Transport.FRAMED).filter(1, response)
+        self.reply_file.write_bytes(reply)
+
+    def command(self) -> list[str]:
+        return [
+            os.fspath(self.binary),
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--reply",
+            os.fspath(self.reply_file),
+        ]
+
+    def is_ready(self) -> bool:
+        try:
+            socket.create_connection((HOST, self.port), timeout=1.0).close()
+            return True
+        except OSError:
+            return False
+
+    def scores(self, replay: ReplaySet, indices: Sequence[int]) -> None:
+        return None
+
+
+SYSTEM_NAMES: Final = ("bidfilter", "mlserver", "threadpool", "floor")

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench.load_client import LoadSpec, build_loadgen, run_load
-from bench.report import END_MARKER, SECTION_HEADING, START_MARKER, update_docs
+from bench.load_client import LoadSpec, build_floor_server, build_loadgen, run_load
+from bench.report import END_MARKER, SECTION_HEADING, START_MARKER, targets, update_docs
 from bench.runner import plan_rates
 from bench.workload import write_requests_file
 
@@ -184,6 +184,105 @@ def test_loadgen_open_loop_over_http_sends_the_offered_rate(
     assert report["latency_us"]["p50"] <= report["latency_us"]["p99"] <= report["latency_us"]["max"]
 
 
+def _frame(body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + body
+
+
+def _read_exactly(connection: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = connection.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+@pytest.fixture
+def floor_server(tmp_path: Path) -> Iterator[tuple[int, bytes]]:
+    """The floor server on a free port, answering with a small canned reply: (port, reply)."""
+    binary = build_floor_server(tmp_path / "cache")
+    reply = _frame(b"canned reply")
+    (tmp_path / "reply.bin").write_bytes(reply)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--reply", tmp_path / "reply.bin"], stderr=subprocess.PIPE
+    )
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                threading.Event().wait(0.05)
+        yield port, reply
+    finally:
+        process.terminate()
+        assert process.wait(timeout=5) == 0  # SIGTERM is a clean stop
+
+
+@pytest.mark.usefixtures("harness_tools")
+def test_floor_server_answers_each_complete_frame_once_however_the_bytes_are_split(
+    floor_server: tuple[int, bytes],
+) -> None:
+    port, reply = floor_server
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(_frame(b"one") + _frame(b"two") + _frame(b"three")[:5])
+        assert _read_exactly(connection, 2 * len(reply)) == 2 * reply
+        connection.sendall(_frame(b"three")[5:] + _frame(b"four"))
+        assert _read_exactly(connection, 2 * len(reply)) == 2 * reply
+
+
+@pytest.mark.usefixtures("harness_tools")
+def test_floor_server_closes_a_connection_that_announces_an_oversized_frame(
+    floor_server: tuple[int, bytes],
+) -> None:
+    port, _reply = floor_server
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall((1 << 31).to_bytes(4, "big"))
+        assert connection.recv(100) == b""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:  # still serving
+        connection.sendall(_frame(b"x"))
+        assert connection.recv(100) != b""
+
+
+def _run(rate: float, p99_us: float, p999_us: float, cpu_us: float) -> dict[str, Any]:
+    return {
+        "load": {"offered_rate": rate, "latency_us": {"p99": p99_us, "p99_9": p999_us}},
+        "server_cpu_us_per_request": cpu_us,
+    }
+
+
+def test_targets_judge_cpu_at_max_load_and_latency_at_ten_thousand_per_second() -> None:
+    bidfilter = {
+        "max": _run(0, 0, 0, cpu_us=30.0),
+        "max_throughput_rps": 30_000.0,
+        "half_load_rate": 15_000.0,
+        "rates": [_run(10_000.0, 400.0, 2500.0, 60.0), _run(15_000.0, 1500.0, 7000.0, 50.0)],
+    }
+    floor = {
+        "max": _run(0, 0, 0, cpu_us=5.0),
+        "max_throughput_rps": 100_000.0,
+        "rates": [_run(10_000.0, 150.0, 1800.0, 20.0)],
+    }
+    threadpool = {"max": _run(0, 0, 0, cpu_us=500.0), "max_throughput_rps": 2_000.0}
+    rows = {
+        row["target"].split(" (")[0]: row
+        for row in targets({"bidfilter": bidfilter, "threadpool": threadpool, "floor": floor})
+    }
+    cpu = rows["server CPU per bid request at max load"]
+    assert (cpu["measured"], cpu["met"]) == (30.0, True)
+    p99 = rows["p99 at 10,000 req/s"]
+    assert (p99["measured"], p99["floor"], p99["met"]) == (0.4, 0.15, True)
+    p999 = rows["p99.9 at 10,000 req/s"]
+    assert (p999["measured"], p999["floor"], p999["met"]) == (2.5, 1.8, False)
+    versus = rows["max throughput per core vs threadpool"]
+    assert versus["measured"] == 15.0 and versus["per_cpu_second"] == pytest.approx(500 / 30)
+    assert rows["max throughput per core vs mlserver"]["met"] is None  # not run
+
+
 # -- end to end
 
 
@@ -213,7 +312,7 @@ def _smoke(tmp_path: Path, systems: str) -> dict[str, Any]:
     for name in systems.split(","):
         system = results["systems"][name]
         assert "error" not in system, system.get("error")
-        assert system["correctness"]["agree"]
+        assert name == "floor" or system["correctness"]["agree"]
         assert system["max_throughput_rps"] > 0
         assert system["max"]["ok_share"] > 0.5  # fail-open answers only under heavy noise
         assert system["rates"] and all(run["ok"] > 0 for run in system["rates"])
@@ -222,16 +321,25 @@ def _smoke(tmp_path: Path, systems: str) -> dict[str, Any]:
         assert system["memory"]["peak_rss_sum_mib"] > 0
         assert f"| {system['label']} |" in table
     assert results["agreement"]["agree"]
-    count = len(systems.split(","))
+    count = len([name for name in systems.split(",") if name != "floor"])
     assert len(results["agreement"]["pairs_max_abs_diff"]) == count * (count - 1) // 2
     return results
 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("harness_tools")
-def test_smoke_bidfilter_and_thread_pool(tmp_path: Path) -> None:
-    results = _smoke(tmp_path, "bidfilter,threadpool")
-    assert {row["target"] for row in results["targets"]} >= {"p99 at half of max load"}
+def test_smoke_bidfilter_thread_pool_and_the_floor(tmp_path: Path) -> None:
+    # The floor is named first but runs last, at the others' half-load rates too.
+    results = _smoke(tmp_path, "floor,bidfilter,threadpool")
+    systems = results["systems"]
+    assert list(systems) == ["bidfilter", "threadpool", "floor"]
+    floor_rates = {run["load"]["offered_rate"] for run in systems["floor"]["rates"]}
+    assert floor_rates >= {systems[n]["half_load_rate"] for n in ("bidfilter", "threadpool")}
+    assert "correctness" not in systems["floor"]
+    assert systems["floor"]["max"]["load"]["results"]["scored"] > 0
+    assert {row["target"] for row in results["targets"]} >= {
+        "p99 at 10,000 req/s (half of that load)"
+    }
 
 
 @pytest.mark.slow

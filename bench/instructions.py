@@ -47,7 +47,7 @@ def _serve_calls(version_dir: Path, messages: list[bytes], calls: int, xgboost: 
         encoder = ReplyEncoder(Protocol.BINARY, Transport.FRAMED)
         for message in messages[: _WARMUP_CALLS + calls]:
             for call in decoder.feed(message):
-                response = service.filter(call.args, time.perf_counter_ns(), False)  # type: ignore[arg-type]
+                response = service.filter(call.args, time.perf_counter_ns(), False)  # type: ignore[arg-type,union-attr]
                 encoder.filter(call.seqid, response)
             service.metrics.flush_due(time.perf_counter_ns())  # as the dispatcher does
     finally:

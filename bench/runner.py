@@ -11,8 +11,9 @@ the client core:
    closed-loop run, not counted in the results;
 4. maximum throughput: closed loop, ``connections x depth`` requests in flight;
 5. latency: open loop at half of that maximum, and at each fixed offered rate the system can
-   carry (at most ``max_rate_share`` of its maximum); the floor also runs at the half-load
-   rates of the systems before it, so each of their latencies has the floor's beside it;
+   carry (at most ``max_rate_share`` of its maximum); the floor and the matched server also
+   run at the half-load rates of the systems before them, so each of their latencies has the
+   references' beside it;
 6. peak memory of all its processes; stop it.
 
 Every measured run also records the server's CPU time (all its processes, from /proc) per
@@ -38,9 +39,12 @@ from bench.procfs import (
     load_average,
     sample_session,
 )
+from bench.report import TARGET_LATENCY_RATE, run_at
 from bench.systems import (
+    REFERENCE_SYSTEMS,
     BidfilterSystem,
     FloorSystem,
+    MatchedSystem,
     MLServerSystem,
     SystemStartError,
     SystemUnderTest,
@@ -181,7 +185,10 @@ class SystemRun:
             raise RuntimeError(f"{system.name} answered nothing correctly at full load")
         fixed = [*config.fixed_rates, *self.extra_rates]
         half, rates = plan_rates(max_rate, fixed, config.max_rate_share)
-        result["half_load_rate"] = half
+        if not system.runs_half_load:  # its max is the load generator's: half says nothing
+            rates = [rate for rate in rates if rate != half or rate in fixed]
+        else:
+            result["half_load_rate"] = half
         result["rates"] = []
         for rate in rates:
             self.log(f"[{system.name}] open loop at {rate:,.0f} req/s for {config.duration_s:g} s")
@@ -229,9 +236,10 @@ class SystemRun:
                 [np.asarray(booster.inplace_predict(r), dtype=np.float64) for r in rows]
             )
             sample = ReplaySet(openrtb, replay.candidates, rows, before)
-            scores = self.system.scores(sample, range(len(indices)))
-            if scores is None:
+            scored = self.system.scores(sample, range(len(indices)))
+            if scored is None:
                 return None
+            scores = scored
             after = time.time_ns() // 1_000_000
             if before // _MS_PER_HOUR == after // _MS_PER_HOUR:
                 break
@@ -308,8 +316,27 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
+def matched_work_us(systems: dict[str, Any]) -> float:
+    """The CPU per request bidfilter spends beyond the floor's, at the latency target's rate
+    (else at bidfilter's half load): what the matched server spins per request."""
+    ours, floor = systems.get("bidfilter", {}), systems.get("floor", {})
+    if "max" not in ours or "max" not in floor:
+        raise RuntimeError("the matched server needs bidfilter and the floor measured first")
+    for rate in (TARGET_LATENCY_RATE, ours["half_load_rate"]):
+        run, floor_run = run_at(ours, rate), run_at(floor, rate)
+        if run and floor_run:
+            spent = run["server_cpu_us_per_request"] - floor_run["server_cpu_us_per_request"]
+            return float(max(spent, 0.0))
+    raise RuntimeError("bidfilter and the floor share no offered rate")
+
+
 def make_system(
-    name: str, model: PreparedModel, workdir: Path, core: int, tools: BenchTools
+    name: str,
+    model: PreparedModel,
+    workdir: Path,
+    core: int,
+    tools: BenchTools,
+    measured: dict[str, Any],
 ) -> SystemUnderTest:
     if name == "bidfilter":
         return BidfilterSystem(model, workdir, core)
@@ -319,6 +346,9 @@ def make_system(
         return MLServerSystem(model, workdir, core, tools.mlserver_venv)
     if name == "floor":
         return FloorSystem(model, workdir, core, tools.floor_server)
+    if name == "matched":
+        work_us = matched_work_us(measured)
+        return MatchedSystem(model, workdir, core, tools.floor_server, work_us)
     raise ValueError(f"unknown system {name!r}")
 
 
@@ -330,12 +360,18 @@ def run_systems(
     workdir: Path,
     log: Log,
 ) -> dict[str, Any]:
-    """Every system of ``config``, one after the other, the floor last (it runs at the others'
-    half-load rates too); a system that fails gets ``error``."""
+    """Every system of ``config``, one after the other, the reference systems last (they run
+    at the others' half-load rates too); a system that fails gets ``error``."""
     systems: dict[str, Any] = {}
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name in sorted(config.systems, key=lambda n: n == "floor"):
-        system = make_system(name, model, workdir, config.server_core, tools)
+    order = {name: index + 1 for index, name in enumerate(REFERENCE_SYSTEMS)}
+    for name in sorted(config.systems, key=lambda n: order.get(n, 0)):
+        try:
+            system = make_system(name, model, workdir, config.server_core, tools, systems)
+        except RuntimeError as error:
+            log(f"[{name}] not run: {error}")
+            systems[name] = {"label": name, "error": str(error)}
+            continue
         others_half = [s["half_load_rate"] for s in systems.values() if "half_load_rate" in s]
         run = SystemRun(system, model, replay, config, tools.loadgen, log, others_half)
         try:

@@ -6,7 +6,9 @@
   ``TThreadPoolServer``, a DMatrix per call);
 - ``FloorSystem``: not a competitor but the machine's floor, ``bench/loadgen/floor_server.c``,
   which answers every call with one canned reply: the kernel's CPU cost per request and the
-  latency tail that no server could beat on this machine.
+  latency tail that no server could beat on this machine;
+- ``MatchedSystem``: the same C server spinning, per request, the CPU bidfilter spends beyond
+  the floor's: the latency that much CPU per request gets here, with no overhead of its own.
 
 Each runs under ``taskset -c CORE`` (children inherit the pinning) in a session of its own, so
 ``bench.procfs`` finds all of its processes and ``stop`` ends all of them: SIGTERM to the
@@ -90,6 +92,7 @@ class SystemUnderTest(ABC):
     label: ClassVar[str]
     wire: ClassVar[str]  # "thrift" or "http": what the load generator speaks to it
     startup_timeout_s: ClassVar[float] = 90.0
+    runs_half_load: ClassVar[bool] = True  # open loop at half of its own max throughput
 
     def __init__(self, model: PreparedModel, workdir: Path, core: int) -> None:
         self.model = model
@@ -370,6 +373,7 @@ class FloorSystem(SystemUnderTest):
     label = "floor (C, canned reply)"
     wire = "thrift"
     startup_timeout_s = 10.0
+    runs_half_load = False  # it runs at the rates of the systems under test
 
     def __init__(self, model: PreparedModel, workdir: Path, core: int, binary: Path) -> None:
         super().__init__(model, workdir, core)
@@ -397,7 +401,11 @@ class FloorSystem(SystemUnderTest):
             str(self.port),
             "--reply",
             os.fspath(self.reply_file),
+            *self.work_arguments(),
         ]
+
+    def work_arguments(self) -> list[str]:
+        return []
 
     def is_ready(self) -> bool:
         try:
@@ -410,4 +418,22 @@ class FloorSystem(SystemUnderTest):
         return None
 
 
-SYSTEM_NAMES: Final = ("bidfilter", "mlserver", "threadpool", "floor")
+class MatchedSystem(FloorSystem):
+    """The floor server, spinning ``work_us`` of CPU per request before it answers."""
+
+    name = "matched"
+    label = "C server, bidfilter's CPU per request"
+
+    def __init__(
+        self, model: PreparedModel, workdir: Path, core: int, binary: Path, work_us: float
+    ) -> None:
+        super().__init__(model, workdir, core, binary)
+        self.work_us = work_us
+
+    def work_arguments(self) -> list[str]:
+        return ["--work-us", f"{self.work_us:.1f}"]
+
+
+SYSTEM_NAMES: Final = ("bidfilter", "mlserver", "threadpool", "floor", "matched")
+# Measured after the servers under test, in this order: each needs the figures before it.
+REFERENCE_SYSTEMS: Final = ("floor", "matched")

@@ -5,10 +5,14 @@
  * this machine, its loopback TCP and the load generator give by themselves: the CPU a server
  * pays the kernel per request, and the latency tail no server on this machine can beat.
  *
+ * With --work-us W it also spins W microseconds of CPU per request before answering: a server
+ * with no overhead of its own that spends what another server spends per request. Its latency
+ * is then what that much CPU per request gets on this machine, whatever the implementation.
+ *
  * One thread, epoll, non-blocking sockets; each connection's replies for one read leave in one
  * write (what bidfilter does too). It stops on SIGTERM or SIGINT, or when its parent exits.
  *
- * Usage: floor_server --port P --reply FILE [--host 127.0.0.1]
+ * Usage: floor_server --port P --reply FILE [--host 127.0.0.1] [--work-us W]
  * Build: gcc -O2 -o floor_server floor_server.c   (Linux: epoll; no other library)
  */
 #define _GNU_SOURCE
@@ -25,6 +29,7 @@
 #include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_FRAME (16u << 20)  /* a larger frame length closes the connection */
@@ -43,7 +48,21 @@ typedef struct {
 static uint8_t reply[MAX_REPLY];
 static size_t reply_size;
 static int epoll_fd;
+static uint64_t work_ns;
 static volatile sig_atomic_t stopping;
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* The stand-in for a request's work: busy, on the CPU, for work_ns. */
+static void work(void) {
+    if (work_ns == 0) return;
+    uint64_t end = now_ns() + work_ns;
+    while (now_ns() < end) {}
+}
 
 static void on_signal(int signal_number) { (void)signal_number; stopping = 1; }
 
@@ -131,6 +150,7 @@ static int serve(connection *c) {
             if (length > MAX_FRAME) { drop(c); return 0; }
             if (c->in_size - pos < 4 + (size_t)length) break;
             pos += 4 + (size_t)length;
+            work();
             if (!queue_reply(c)) return 0;
         }
         memmove(c->in, c->in + pos, c->in_size - pos);
@@ -159,22 +179,26 @@ static void accept_all(int listener) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: floor_server --port P --reply FILE [--host 127.0.0.1]\n");
+    fprintf(stderr, "usage: floor_server --port P --reply FILE [--host 127.0.0.1] [--work-us W]\n");
     exit(2);
 }
 
 int main(int argc, char **argv) {
     const char *host = "127.0.0.1", *reply_path = NULL;
     int port = 0;
+    double work_us = 0;
     for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) usage();
         if (!strcmp(a, "--host")) host = v;
         else if (!strcmp(a, "--port")) port = atoi(v);
         else if (!strcmp(a, "--reply")) reply_path = v;
+        else if (!strcmp(a, "--work-us")) work_us = atof(v);
         else usage();
     }
     if (!reply_path || port <= 0 || port > 65535) usage();
+    if (!(work_us >= 0 && work_us <= 1e6)) fail("--work-us: 0 to 1000000 microseconds");
+    work_ns = (uint64_t)(work_us * 1000.0);
     FILE *file = fopen(reply_path, "rb");
     if (!file) die(reply_path);
     reply_size = fread(reply, 1, sizeof reply, file);

@@ -8,6 +8,7 @@ repository), not the speed.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 from bench.load_client import LoadSpec, build_floor_server, build_loadgen, run_load
 from bench.report import END_MARKER, SECTION_HEADING, START_MARKER, targets, update_docs
-from bench.runner import plan_rates
+from bench.runner import matched_work_us, plan_rates
 from bench.workload import write_requests_file
 
 from bidfilter.thrift import (
@@ -199,35 +200,39 @@ def _read_exactly(connection: socket.socket, size: int) -> bytes:
 
 
 @pytest.fixture
-def floor_server(tmp_path: Path) -> Iterator[tuple[int, bytes]]:
-    """The floor server on a free port, answering with a small canned reply: (port, reply)."""
+def floor_server(tmp_path: Path) -> Iterator[Callable[..., tuple[int, bytes, int]]]:
+    """Starts the floor server on a free port, answering with a small canned reply:
+    ``start(*extra_arguments) -> (port, reply, pid)``."""
     binary = build_floor_server(tmp_path / "cache")
     reply = _frame(b"canned reply")
     (tmp_path / "reply.bin").write_bytes(reply)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--reply", tmp_path / "reply.bin"], stderr=subprocess.PIPE
-    )
-    try:
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(*extra: str) -> tuple[int, bytes, int]:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        command = [str(binary), "--port", str(port), "--reply", str(tmp_path / "reply.bin"), *extra]
+        processes.append(subprocess.Popen(command))
         for _ in range(100):
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
                 threading.Event().wait(0.05)
-        yield port, reply
-    finally:
+        return port, reply, processes[-1].pid
+
+    yield start
+    for process in processes:
         process.terminate()
         assert process.wait(timeout=5) == 0  # SIGTERM is a clean stop
 
 
 @pytest.mark.usefixtures("harness_tools")
 def test_floor_server_answers_each_complete_frame_once_however_the_bytes_are_split(
-    floor_server: tuple[int, bytes],
+    floor_server: Callable[..., tuple[int, bytes, int]],
 ) -> None:
-    port, reply = floor_server
+    port, reply, _pid = floor_server()
     with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
         connection.sendall(_frame(b"one") + _frame(b"two") + _frame(b"three")[:5])
         assert _read_exactly(connection, 2 * len(reply)) == 2 * reply
@@ -237,15 +242,38 @@ def test_floor_server_answers_each_complete_frame_once_however_the_bytes_are_spl
 
 @pytest.mark.usefixtures("harness_tools")
 def test_floor_server_closes_a_connection_that_announces_an_oversized_frame(
-    floor_server: tuple[int, bytes],
+    floor_server: Callable[..., tuple[int, bytes, int]],
 ) -> None:
-    port, _reply = floor_server
+    port, _reply, _pid = floor_server()
     with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
         connection.sendall((1 << 31).to_bytes(4, "big"))
         assert connection.recv(100) == b""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:  # still serving
         connection.sendall(_frame(b"x"))
         assert connection.recv(100) != b""
+
+
+@pytest.mark.usefixtures("harness_tools")
+def test_floor_server_spins_the_work_it_is_given_per_request(
+    floor_server: Callable[..., tuple[int, bytes, int]],
+) -> None:
+    port, reply, pid = floor_server("--work-us", "2000")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(_frame(b"call") * 50)
+        assert _read_exactly(connection, 50 * len(reply)) == 50 * reply
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    assert cpu_s >= 0.09  # 50 x 2 ms on the CPU, less a clock tick of accounting
+
+
+def test_matched_work_is_bidfilters_cpu_beyond_the_floors_at_the_latency_target_rate() -> None:
+    bidfilter = {"max": {}, "half_load_rate": 15_000.0, "rates": [_run(10_000.0, 0, 0, 64.0)]}
+    floor = {"max": {}, "rates": [_run(10_000.0, 0, 0, 24.0), _run(15_000.0, 0, 0, 20.0)]}
+    assert matched_work_us({"bidfilter": bidfilter, "floor": floor}) == 40.0
+    bidfilter["rates"] = [_run(15_000.0, 0, 0, 50.0)]  # 10,000/s not run: at half load
+    assert matched_work_us({"bidfilter": bidfilter, "floor": floor}) == 30.0
+    with pytest.raises(RuntimeError, match="measured first"):
+        matched_work_us({"bidfilter": bidfilter})
 
 
 def _run(rate: float, p99_us: float, p999_us: float, cpu_us: float) -> dict[str, Any]:
@@ -267,17 +295,21 @@ def test_targets_judge_cpu_at_max_load_and_latency_at_ten_thousand_per_second() 
         "max_throughput_rps": 100_000.0,
         "rates": [_run(10_000.0, 150.0, 1800.0, 20.0)],
     }
+    matched = {"max": _run(0, 0, 0, cpu_us=60.0), "rates": [_run(10_000.0, 300.0, 2400.0, 60.0)]}
     threadpool = {"max": _run(0, 0, 0, cpu_us=500.0), "max_throughput_rps": 2_000.0}
     rows = {
         row["target"].split(" (")[0]: row
-        for row in targets({"bidfilter": bidfilter, "threadpool": threadpool, "floor": floor})
+        for row in targets(
+            {"bidfilter": bidfilter, "threadpool": threadpool, "floor": floor, "matched": matched}
+        )
     }
     cpu = rows["server CPU per bid request at max load"]
     assert (cpu["measured"], cpu["met"]) == (30.0, True)
     p99 = rows["p99 at 10,000 req/s"]
-    assert (p99["measured"], p99["floor"], p99["met"]) == (0.4, 0.15, True)
+    assert (p99["measured"], p99["floor"], p99["matched"], p99["met"]) == (0.4, 0.15, 0.3, True)
     p999 = rows["p99.9 at 10,000 req/s"]
-    assert (p999["measured"], p999["floor"], p999["met"]) == (2.5, 1.8, False)
+    assert (p999["measured"], p999["floor"], p999["matched"]) == (2.5, 1.8, 2.4)
+    assert p999["met"] is False
     versus = rows["max throughput per core vs threadpool"]
     assert versus["measured"] == 15.0 and versus["per_cpu_second"] == pytest.approx(500 / 30)
     assert rows["max throughput per core vs mlserver"]["met"] is None  # not run
@@ -312,7 +344,7 @@ def _smoke(tmp_path: Path, systems: str) -> dict[str, Any]:
     for name in systems.split(","):
         system = results["systems"][name]
         assert "error" not in system, system.get("error")
-        assert name == "floor" or system["correctness"]["agree"]
+        assert name in ("floor", "matched") or system["correctness"]["agree"]
         assert system["max_throughput_rps"] > 0
         assert system["max"]["ok_share"] > 0.5  # fail-open answers only under heavy noise
         assert system["rates"] and all(run["ok"] > 0 for run in system["rates"])
@@ -321,7 +353,7 @@ def _smoke(tmp_path: Path, systems: str) -> dict[str, Any]:
         assert system["memory"]["peak_rss_sum_mib"] > 0
         assert f"| {system['label']} |" in table
     assert results["agreement"]["agree"]
-    count = len([name for name in systems.split(",") if name != "floor"])
+    count = len([name for name in systems.split(",") if name not in ("floor", "matched")])
     assert len(results["agreement"]["pairs_max_abs_diff"]) == count * (count - 1) // 2
     return results
 
@@ -329,14 +361,18 @@ def _smoke(tmp_path: Path, systems: str) -> dict[str, Any]:
 @pytest.mark.slow
 @pytest.mark.usefixtures("harness_tools")
 def test_smoke_bidfilter_thread_pool_and_the_floor(tmp_path: Path) -> None:
-    # The floor is named first but runs last, at the others' half-load rates too.
-    results = _smoke(tmp_path, "floor,bidfilter,threadpool")
+    # The references are named first but run last, at the others' half-load rates too.
+    results = _smoke(tmp_path, "matched,floor,bidfilter,threadpool")
     systems = results["systems"]
-    assert list(systems) == ["bidfilter", "threadpool", "floor"]
-    floor_rates = {run["load"]["offered_rate"] for run in systems["floor"]["rates"]}
-    assert floor_rates >= {systems[n]["half_load_rate"] for n in ("bidfilter", "threadpool")}
-    assert "correctness" not in systems["floor"]
-    assert systems["floor"]["max"]["load"]["results"]["scored"] > 0
+    assert list(systems) == ["bidfilter", "threadpool", "floor", "matched"]
+    for name in ("floor", "matched"):
+        rates = {run["load"]["offered_rate"] for run in systems[name]["rates"]}
+        assert rates >= {systems[n]["half_load_rate"] for n in ("bidfilter", "threadpool")}
+        assert "correctness" not in systems[name] and "half_load_rate" not in systems[name]
+        assert systems[name]["max"]["load"]["results"]["scored"] > 0
+    # The matched server spins what bidfilter spends beyond the floor: it is the busier one.
+    floor_cpu = systems["floor"]["max"]["server_cpu_us_per_request"]
+    assert systems["matched"]["max"]["server_cpu_us_per_request"] > floor_cpu
     assert {row["target"] for row in results["targets"]} >= {
         "p99 at 10,000 req/s (half of that load)"
     }

@@ -69,9 +69,7 @@ class ThriftConnection(asyncio.Protocol):
         if calls:
             if self.encoder is None:
                 self.encoder = self.decoder.reply_encoder()
-            submit = self.worker.dispatcher.submit
-            for call in calls:
-                submit(self, call, arrived_ns)
+            self.worker.dispatcher.submit(self, calls, arrived_ns)
         if calls and self._read_timer is not None:
             # A message completed: the clock runs from here for the one now part-way in (a
             # client streaming calls is rarely caught between two).

@@ -40,7 +40,11 @@ class Dispatcher:
     """Queues decoded calls and answers them from a loop callback scheduled when the first one
     arrives: every call the current round of socket reads delivered is queued first, so calls
     that arrive together are answered together, and each connection's replies leave in one
-    write. No task or event sits in between (each would cost a loop round trip per wake-up)."""
+    write. No task or event sits in between (each would cost a loop round trip per wake-up).
+
+    Below full load a read usually brings one call to an idle worker; that call is answered
+    at once, from the read, which saves the loop turn in between (~4 µs of a call's ~60 at
+    10,000 calls/s on one core)."""
 
     def __init__(self, service: FilterService, metrics: m.WorkerMetrics, max_pending: int) -> None:
         self.service = service
@@ -55,6 +59,20 @@ class Dispatcher:
         return len(self._queue)
 
     def submit(
+        self, connection: ThriftConnection, calls: list[Call | RejectedCall], arrived_ns: int
+    ) -> None:
+        """The calls one read of ``connection`` completed, in order."""
+        if len(calls) == 1 and not self._scheduled:  # not scheduled: nothing is queued
+            reply = self._answer(connection, calls[0], arrived_ns, False)
+            if reply is not None:
+                connection.send(reply)
+            self.metrics.flush_due(time.perf_counter_ns())
+            self._arm_flush_timer()
+            return
+        for call in calls:
+            self._enqueue(connection, call, arrived_ns)
+
+    def _enqueue(
         self, connection: ThriftConnection, call: Call | RejectedCall, arrived_ns: int
     ) -> None:
         shed = len(self._queue) >= self.max_pending
@@ -79,10 +97,13 @@ class Dispatcher:
                 asyncio.get_running_loop().call_soon(self._drain)
             else:
                 self._scheduled = False
-                if self._flush_timer is None:  # idle: counters must not wait for the next call
-                    self._flush_timer = asyncio.get_running_loop().call_later(
-                        m.FLUSH_INTERVAL_NS / 1e9, self._flush
-                    )
+                self._arm_flush_timer()
+
+    def _arm_flush_timer(self) -> None:
+        if self._flush_timer is None:  # idle: counters must not wait for the next call
+            self._flush_timer = asyncio.get_running_loop().call_later(
+                m.FLUSH_INTERVAL_NS / 1e9, self._flush
+            )
 
     def _flush(self) -> None:
         self._flush_timer = None
@@ -95,9 +116,9 @@ class Dispatcher:
         while queue and time.perf_counter_ns() - started < _SLICE_NS:
             connection, call, arrived_ns, shed = queue.popleft()
             connection.pending -= 1
-            if connection.closed or connection.encoder is None:
+            if connection.closed:
                 continue
-            reply = self._answer(connection.encoder, call, arrived_ns, shed)
+            reply = self._answer(connection, call, arrived_ns, shed)
             if reply is not None:
                 replies.setdefault(connection, []).append(reply)
         self.metrics.set("pending_calls", len(queue))  # once a slice, not twice a call
@@ -107,8 +128,10 @@ class Dispatcher:
             connection.send(b"".join(parts) if len(parts) > 1 else parts[0])
 
     def _answer(
-        self, encoder: ReplyEncoder, call: Call | RejectedCall, arrived_ns: int, shed: bool
+        self, connection: ThriftConnection, call: Call | RejectedCall, arrived_ns: int, shed: bool
     ) -> bytes | None:
+        encoder = connection.encoder
+        assert encoder is not None  # set before the connection's first call is submitted
         method = _METHOD_INDEX.get(call.method, _METHOD_INDEX["other"])
         if isinstance(call, RejectedCall):
             self.metrics.call(method, m.REJECTED, (time.perf_counter_ns() - arrived_ns) / 1000)

@@ -267,7 +267,12 @@ def render_markdown(results: dict[str, Any]) -> str:
             f" | {memory['peak_rss_sum_mib']:,.0f} MiB ({_processes(len(memory['processes']))})"
             f" | {maximum['loadgen_cpu_share']:.0%} |"
         )
-    lines += ["", *_fixed_rate_table(systems, config), "", *_targets_table(results["targets"])]
+    lines += [
+        "",
+        *_fixed_rate_table(systems, config),
+        "",
+        *_targets_table(results["targets"], systems.get("matched")),
+    ]
     lines += ["", _agreement_line(systems, results["agreement"]), "", _loadgen_line(systems)]
     lines += ["", _noise_line(systems)]
     return "\n".join(lines)
@@ -312,12 +317,21 @@ def _fixed_rate_table(systems: dict[str, Any], config: dict[str, Any]) -> list[s
     return lines
 
 
-def _targets_table(rows: list[dict[str, Any]]) -> list[str]:
+def _work(matched: dict[str, Any] | None) -> str:
+    """ ", W µs in this run", from the matched server's recorded command line."""
+    command = (matched or {}).get("command", [])
+    if "--work-us" not in command:
+        return ""
+    return f", {float(command[command.index('--work-us') + 1]):g} µs in this run"
+
+
+def _targets_table(rows: list[dict[str, Any]], matched: dict[str, Any] | None) -> list[str]:
     lines = [
         "Targets (bidfilter). At the same rate, on the same machine, with the same load"
         " generator: *floor*, the floor server, which does no work; *matched*, the same C"
-        " server spinning the CPU per request that bidfilter spends beyond the floor's (no"
-        " overhead of its own: what that much CPU per request allows here).",
+        " server spinning the CPU per request that bidfilter spends beyond the floor's at"
+        f" {_rate(TARGET_LATENCY_RATE)} req/s{_work(matched)} (no overhead of its own: what"
+        " that much CPU per request allows here).",
         "",
         "| target | goal | measured | floor | matched | met |",
         "|---|---|---|---|---|---|",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,10 +13,11 @@ import pytest
 from bidfilter.openrtb import InvalidRequestError
 from bidfilter.scoring import ServingModel
 from bidfilter.server import metrics as m
+from bidfilter.server.dispatch import Dispatcher
 from bidfilter.server.metrics import MetricsBoard, render
 from bidfilter.server.service import FilterService
 from bidfilter.settings import Settings
-from bidfilter.thrift import FilterRequest, Outcome
+from bidfilter.thrift import Call, FilterRequest, Outcome, Protocol, ReplyEncoder, Transport
 
 
 @pytest.fixture
@@ -199,3 +201,64 @@ def test_partner_counters_reach_the_shared_row_on_flush(board: MetricsBoard) -> 
     assert totals[m._PARTNERS + 2 * m.MAX_PARTNERS + 1] == 4
     metrics.flush()  # nothing pending: nothing added twice
     assert (board.totals() == totals).all()
+
+
+class _Connection:
+    """What the dispatcher uses of a connection, recording what is written to it."""
+
+    def __init__(self) -> None:
+        self.encoder = ReplyEncoder(Protocol.BINARY, Transport.FRAMED)
+        self.writes: list[bytes] = []
+        self.closed = False
+        self.pending = 0
+
+    def send(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def pause_reading(self) -> None:
+        raise AssertionError("not under this little load")
+
+    def resume_reading(self) -> None:
+        raise AssertionError("not under this little load")
+
+
+def _ping_calls_counted(board: MetricsBoard) -> str:
+    text = render(
+        board.totals(),
+        partners=[],
+        model_version=None,
+        workers_alive=1,
+        workers_configured=1,
+        worker_restarts=0,
+        reloads={},
+    )
+    return next(line for line in text.splitlines() if 'method="ping",result="ok"' in line)
+
+
+def test_a_lone_call_to_an_idle_dispatcher_is_answered_at_once_and_the_rest_in_order(
+    service: FilterService, board: MetricsBoard
+) -> None:
+    async def scenario() -> None:
+        dispatcher = Dispatcher(service, service.metrics, max_pending=10)
+        first, second = _Connection(), _Connection()
+        encoder = first.encoder
+        now = time.perf_counter_ns()
+        for seqid in (1, 2):
+            dispatcher.submit(first, [Call("ping", seqid, None)], now)  # type: ignore[arg-type]
+            assert first.writes[-1] == encoder.ping(seqid, "pong")  # before submit returned
+        await asyncio.sleep(m.FLUSH_INTERVAL_NS / 1e9 + 0.1)
+        # The second call came within a flush interval of the first: counted by the timer.
+        assert _ping_calls_counted(board).endswith(" 2")
+        two = [Call("ping", 3, None), Call("ping", 4, None)]
+        dispatcher.submit(first, two, now)  # type: ignore[arg-type]
+        dispatcher.submit(second, [Call("ping", 5, None)], now)  # type: ignore[arg-type]
+        # Two calls in one read are queued, and so is a lone call behind them: in order.
+        assert len(first.writes) == 2 and second.writes == [] and len(dispatcher) == 3
+        await asyncio.sleep(0)  # one loop turn: the drain
+        assert len(dispatcher) == 0
+        assert first.writes[2:] == [encoder.ping(3, "pong") + encoder.ping(4, "pong")]
+        assert second.writes == [encoder.ping(5, "pong")]
+        await asyncio.sleep(m.FLUSH_INTERVAL_NS / 1e9 + 0.1)
+        assert _ping_calls_counted(board).endswith(" 5")
+
+    asyncio.run(scenario())

@@ -138,7 +138,8 @@ static int serve(connection *c) {
             c->in = realloc(c->in, c->in_capacity);
             if (!c->in) fail("out of memory");
         }
-        ssize_t n = read(c->fd, c->in + c->in_size, c->in_capacity - c->in_size);
+        size_t room = c->in_capacity - c->in_size;
+        ssize_t n = read(c->fd, c->in + c->in_size, room);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
         if (n <= 0) { drop(c); return 0; }
@@ -155,7 +156,7 @@ static int serve(connection *c) {
         }
         memmove(c->in, c->in + pos, c->in_size - pos);
         c->in_size -= pos;
-        if ((size_t)n < c->in_capacity - c->in_size) break; /* the socket had no more */
+        if ((size_t)n < room) break; /* the socket had no more */
     }
     return flush(c);
 }

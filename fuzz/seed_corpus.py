@@ -1,7 +1,7 @@
 """Seed inputs for the fuzz targets, written into libFuzzer's corpus directory at start.
 
 Seeds are generated here rather than committed: the OpenRTB requests come from the shared
-corpus (``../shared/openrtb-corpus`` next to the repository), the Thrift streams are encoded
+corpus committed as test data (``tests/data/openrtb-corpus``), the Thrift streams are encoded
 from them with bidfilter's own encoders. A seed's file name is its content's hash, so seeding a
 directory twice adds nothing, and inputs that libFuzzer saved there on earlier runs are kept.
 """
@@ -9,37 +9,20 @@ directory twice adds nothing, and inputs that libFuzzer saved there on earlier r
 from __future__ import annotations
 
 import hashlib
-import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-OPENRTB_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "openrtb-corpus"
-
-# Used when the shared corpus is not there (a checkout on its own): the fuzzer still starts
-# from valid requests rather than from nothing.
-_FALLBACK_REQUESTS = (
-    b'{"id":"r1","imp":[{"id":"1","banner":{"w":300,"h":250}}]}',
-    b'{"id":"r2","imp":[{"id":"1","video":{"w":640,"h":480,"minduration":5,"plcmt":1},'
-    b'"bidfloor":1.5,"bidfloorcur":"EUR","pmp":{"private_auction":1,"deals":[{"id":"d1"}]}}],'
-    b'"app":{"bundle":"com.example","publisher":{"id":"p"}},"device":{"os":"Android",'
-    b'"geo":{"country":"FRA","region":"IDF","utcoffset":60}},"tmax":120}',
-    b'{"id":"r3","imp":[{"id":"1","native":{"request":"{}"}},{"id":"2","audio":{}}],'
-    b'"site":{"domain":"a.example"},"user":{"id":"u","ext":{"consent":"C","eids":[{}]}},'
-    b'"regs":{"ext":{"gdpr":1,"us_privacy":"1YNN"}},"source":{"ext":{"schain":{"nodes":[{}]}}}}',
-)
+OPENRTB_CORPUS = Path(__file__).resolve().parents[1] / "tests" / "data" / "openrtb-corpus"
 
 
 def openrtb_documents(*, include_invalid: bool = True) -> list[bytes]:
-    """Every request of the shared corpus (valid ones first), or a few built-in ones."""
+    """Every request of the corpus (valid ones first)."""
     paths = sorted(OPENRTB_CORPUS.glob("*.json"))
     if include_invalid:
         paths += sorted((OPENRTB_CORPUS / "invalid").glob("*.json"))
     if not paths:
-        print(
-            f"fuzz: no corpus at {OPENRTB_CORPUS}; seeding with built-in requests", file=sys.stderr
-        )
-        return list(_FALLBACK_REQUESTS)
+        raise SystemExit(f"fuzz: no OpenRTB corpus at {OPENRTB_CORPUS}")
     return [path.read_bytes() for path in paths]
 
 

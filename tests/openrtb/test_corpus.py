@@ -1,4 +1,4 @@
-"""Every request in the shared OpenRTB corpus parses; each file in invalid/ gets a pinned verdict.
+"""Every request in the OpenRTB corpus (tests/data) parses; every invalid/ file: a a pinned verdict.
 
 bidfilter refuses what breaks OpenRTB rules on fields it reads (an imp with no id or no media
 object, negative sizes, a gdpr flag that is not 0/1) and accepts what prebid refuses for its own
@@ -13,8 +13,9 @@ import pytest
 
 from bidfilter.openrtb import InvalidRequestError, parse_bid_request
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "openrtb-corpus"
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "openrtb-corpus"
 VALID = sorted(CORPUS.glob("*.json"))
+assert len(VALID) > 600, f"the OpenRTB corpus is missing from {CORPUS}"
 INVALID = sorted((CORPUS / "invalid").glob("*.json"))
 
 # file (without the "prebid__" prefix) -> the field bidfilter names when refusing it

@@ -1,4 +1,4 @@
-"""Hypothesis strategies for OpenRTB requests, and the shared corpus, for the property tests.
+"""Hypothesis strategies for OpenRTB requests, and the corpus in tests/data, for the property tests.
 
 ``bid_requests`` draws JSON objects (Python dicts) that obey every rule the parser checks, with
 every field the model keeps in either OpenRTB location (2.6 or 2.5's ``ext``), values at the
@@ -17,7 +17,7 @@ from bidfilter.features.extract import USD_PER_UNIT
 from bidfilter.openrtb import BidRequest
 from bidfilter.openrtb.parse import MAX_BIDFLOOR
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "openrtb-corpus"
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "openrtb-corpus"
 CORPUS_FILES = sorted(CORPUS.glob("*.json")) + sorted((CORPUS / "invalid").glob("*.json"))
 VALID_CORPUS_FILES = sorted(CORPUS.glob("*.json"))
 

@@ -2,7 +2,7 @@
 
 Serving encodes one request (``FeatureEncoder.request_vector``); training stacks many
 (``RequestFeatureBuilder``). For generated requests with values at the edges of their types,
-and for the shared corpus: the row has the spec's width, every value is finite or NaN (NaN:
+and for the OpenRTB corpus: the row has the spec's width, every value is finite or NaN (NaN:
 absent), the same request gives the same row, time features agree with ``datetime``, and the
 training matrix equals the serving rows (tests/features/test_parity.py pins the same on
 synthetic logs through the whole training dataset).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,70 @@ def test_environment_configures_and_logs_can_be_json(
     records = [json.loads(line) for line in err.splitlines() if line.strip()]
     assert any(r["message"].startswith("LATEST moved") for r in records)
     assert {"ts", "level", "logger", "message"} <= set(records[0])
+
+
+def test_read_commands_refuse_a_store_that_does_not_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-such-store"
+    for argv in (["model", "list"], ["model", "show"], ["model", "promote", "v1"]):
+        code, _, err = run(capsys, *argv, "--store", str(missing))
+        assert code == 2, argv
+        assert str(missing) in err and "Traceback" not in err
+    assert not missing.exists()  # a read never creates it
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out, _ = run(capsys, "model", "list", "--store", str(empty))
+    assert code == 0 and "no versions" in out  # an existing, empty store is not an error
+
+
+def test_partner_recall_for_an_unknown_partner_is_refused_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs = tmp_path / "logs"
+    assert run(capsys, "synth", "--requests", "300", "--partners", "3", "--out", str(logs))[0] == 0
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--logs", str(logs), "--store", str(tmp_path / "s"),
+              "--partner-recall", "dsp-01=0.9", "--partner-recall", "dsp-77=0.9"])  # fmt: skip
+    message = str(exited.value.code)
+    assert "'dsp-77'" in message and "dsp-01" in message and "'dsp-01'" not in message
+    assert not (tmp_path / "s").exists()  # refused before any training
+
+
+def test_train_on_spark_without_the_extra_says_which_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyspark", None)  # import pyspark now fails
+    monkeypatch.delitem(sys.modules, "bidfilter.training.spark", raising=False)
+    with pytest.raises(SystemExit, match=r"bidfilter\[spark\]"):
+        main(["train", "--engine", "spark", "--logs", str(tmp_path), "--store", str(tmp_path)])
+
+
+@pytest.mark.parametrize("command", ["loadgen", "simulate"])
+def test_replay_tools_against_a_closed_or_invalid_port_say_so(
+    command: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    port_allocator: Callable[[], int],
+) -> None:
+    logs = tmp_path / "logs"
+    assert run(capsys, "synth", "--requests", "200", "--partners", "2", "--out", str(logs))[0] == 0
+    timing = ["--rate", "10", "--duration", "1"] if command == "loadgen" else ["--limit", "5"]
+    target = f"127.0.0.1:{port_allocator()}"
+    code, _, err = run(capsys, command, "--target", target, "--logs", str(logs), *timing)
+    assert code == 2
+    assert target in err and "connect" in err and "Traceback" not in err
+    with pytest.raises(SystemExit, match=r"1\.\.65535"):
+        main([command, "--target", "127.0.0.1:99999", "--logs", str(logs), *timing])
+
+
+def test_cluster_up_without_a_model_says_so_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "store"
+    empty.mkdir()
+    argv = ["cluster", "up", "--store", str(empty), "--state-dir", str(tmp_path / "cluster")]
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert "no model published" in err and "Traceback" not in err
+    assert not (tmp_path / "cluster").exists()  # nothing was started

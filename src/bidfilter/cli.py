@@ -40,12 +40,18 @@ def _partner_recall(values: Sequence[str]) -> dict[str, float]:
     return overrides
 
 
-def _store(args: argparse.Namespace, settings: Settings) -> Any:
-    from bidfilter.artifact import open_store
+def _store(args: argparse.Namespace, settings: Settings, *, existing: bool = False) -> Any:
+    """The store the flags name; with ``existing``, a local one must already be there (reading
+    a mistyped path would otherwise look like an empty store)."""
+    from bidfilter.artifact import StoreError, open_store
 
-    return open_store(
+    store = open_store(
         args.store or settings.store, endpoint_url=args.s3_endpoint_url or settings.s3_endpoint_url
     )
+    root = getattr(store, "root", None)  # local stores only: S3 prefixes exist once written to
+    if existing and root is not None and not root.is_dir():
+        raise StoreError("store", f"no model store at {root} (no such directory)")
+    return store
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -125,9 +131,32 @@ def _train_summary(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _check_partner_recall(args: argparse.Namespace) -> None:
+    """Refuse a --partner-recall for a partner the logs never name, before training reads them."""
+    overrides = _partner_recall(args.partner_recall)
+    if not overrides:
+        return
+    from bidfilter.logs import logged_partners
+
+    known = logged_partners(args.logs)
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise SystemExit(
+            f"--partner-recall: no partner {', '.join(map(repr, unknown))} in {args.logs}"
+            f" (it names {', '.join(sorted(known)) or 'none'})"
+        )
+
+
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    _check_partner_recall(args)
     if args.engine == "spark":
-        from bidfilter.training.spark import spark_session, train_on_spark
+        try:
+            from bidfilter.training.spark import spark_session, train_on_spark
+        except ImportError as error:
+            raise SystemExit(
+                f"--engine spark needs the spark extra ({error.name or error} is missing):"
+                " pip install 'bidfilter[spark]' (and Java 17+)"
+            ) from None
 
         with spark_session(args.spark_master) as spark:
             result = train_on_spark(spark, args.logs, _store(args, settings), _train_config(args))
@@ -145,7 +174,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_model_list(args: argparse.Namespace, settings: Settings) -> int:
-    store = _store(args, settings)
+    store = _store(args, settings, existing=True)
     latest = store.latest()
     versions = store.versions()
     result = {"store": store.uri, "latest": latest, "versions": versions}
@@ -162,7 +191,7 @@ def cmd_model_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_model_show(args: argparse.Namespace, settings: Settings) -> int:
     import msgspec
 
-    store = _store(args, settings)
+    store = _store(args, settings, existing=True)
     version = args.version or store.latest()
     if version is None:
         raise SystemExit(f"no versions in {store.uri}")
@@ -190,7 +219,7 @@ def cmd_model_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_model_promote(args: argparse.Namespace, settings: Settings) -> int:
-    store = _store(args, settings)
+    store = _store(args, settings, existing=True)
     previous = store.latest()
     store.promote(args.version)
     log.info("LATEST moved from %s to %s in %s", previous, args.version, store.uri)
@@ -242,11 +271,29 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def _target(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
-    if not host or not port.isdigit():
-        raise SystemExit(f"--target expects HOST:PORT, got {value!r}")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SystemExit(f"--target expects HOST:PORT with a port in 1..65535, got {value!r}")
     return host, int(port)
 
 
+def _client_errors(
+    handler: Callable[[argparse.Namespace, Settings], int],
+) -> Callable[[argparse.Namespace, Settings], int]:
+    """A server that cannot be reached is the user's to fix: say which, without a traceback."""
+
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        from bidfilter.client import BidFilterClientError
+
+        try:
+            return handler(args, settings)
+        except BidFilterClientError as error:
+            log.error("%s", error)
+            return 2
+
+    return run
+
+
+@_client_errors
 def cmd_loadgen(args: argparse.Namespace, settings: Settings) -> int:
     from bidfilter.client import run_loadgen
 
@@ -274,6 +321,7 @@ def cmd_loadgen(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@_client_errors
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from bidfilter.client import simulate
 
@@ -333,8 +381,14 @@ def _cluster_errors(
 
 @_cluster_errors
 def cmd_cluster_up(args: argparse.Namespace, settings: Settings) -> int:
-    from bidfilter.cluster import find_haproxy, plan_cluster, up
+    from bidfilter.cluster import ClusterError, find_haproxy, plan_cluster, up
 
+    if _store(args, settings, existing=True).latest() is None:
+        # The servers would start fail-open and never turn ready: HAProxy would wait in vain.
+        raise ClusterError(
+            "store",
+            f"no model published in {args.store or settings.store}: run bidfilter train first",
+        )
     plan = plan_cluster(
         args.servers,
         store=args.store or settings.store,

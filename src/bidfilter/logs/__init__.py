@@ -10,6 +10,7 @@ from bidfilter.logs.schema import (
     auction_batch,
     iter_log_batches,
     log_files,
+    logged_partners,
     read_jsonl,
 )
 
@@ -24,5 +25,6 @@ __all__ = [
     "import_jsonl",
     "iter_log_batches",
     "log_files",
+    "logged_partners",
     "read_jsonl",
 ]

@@ -248,9 +248,12 @@ _SERVE_FLAGS = (
     "idle_timeout_s",
     "read_timeout_s",
     "max_message_bytes",
+    "max_unsent_bytes",
     "max_candidates",
     "max_batch",
     "drain_s",
+    "ready_share",
+    "heartbeat_timeout_s",
     "tls_cert",
     "tls_key",
     "tls_client_ca",
@@ -657,6 +660,13 @@ def build_parser() -> argparse.ArgumentParser:
         " (default 1048576)",
     )
     serve.add_argument(
+        "--max-unsent-bytes",
+        type=int,
+        help="replies a client has not read, per connection: past a high-water mark the"
+        " connection is not read, past this (or over the mark for --read-timeout-s) it is"
+        " dropped (default 4194304)",
+    )
+    serve.add_argument(
         "--max-candidates", type=int, help="candidates per request, else refused (default 1000)"
     )
     serve.add_argument(
@@ -664,6 +674,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--drain-s", type=float, help="on SIGTERM, seconds to finish in-flight calls (default 10)"
+    )
+    serve.add_argument(
+        "--ready-share",
+        type=float,
+        help="/readyz answers 200 while at least this share of the workers serves, so one lost"
+        " worker does not take the whole server out of its load balancer (default 0.5)",
+    )
+    serve.add_argument(
+        "--heartbeat-timeout-s",
+        type=float,
+        help="a worker whose event loop has not turned for this long (stopped, or stuck in one"
+        " call) is killed and replaced (default 5)",
     )
     serve.add_argument(
         "--tls-cert",

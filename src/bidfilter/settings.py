@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     idle_timeout_s: float = Field(default=300.0, gt=0)
     read_timeout_s: float = Field(default=10.0, gt=0, description="to finish a started message")
     max_message_bytes: int = Field(default=1 << 20, ge=1024)
+    max_unsent_bytes: int = Field(
+        default=4 << 20, ge=65536, description="replies a client has not read, per connection"
+    )
     max_candidates: int = Field(default=1000, ge=1, description="per request")
     max_batch: int = Field(default=1000, ge=1, description="requests per filter_batch")
 
@@ -56,3 +59,11 @@ class Settings(BaseSettings):
     poll_s: float = Field(default=30.0, gt=0)
     cache_dir: str = ".bidfilter/cache"
     drain_s: float = Field(default=10.0, ge=0)
+
+    # --- serve: worker health
+    ready_share: float = Field(
+        default=0.5, gt=0, le=1, description="share of workers that must serve for /readyz 200"
+    )
+    heartbeat_timeout_s: float = Field(
+        default=5.0, ge=1, le=3600, description="a worker silent this long is killed and replaced"
+    )

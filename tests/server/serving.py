@@ -57,6 +57,12 @@ class RunningServer:
     def ready(self) -> bool:
         return self.http("/readyz")[0] == 200
 
+    def every_worker_ready(self) -> bool:
+        """/readyz is 200 once a share of the workers serves; tests start with all of them."""
+        status, body = self.http("/readyz")
+        workers = [line for line in body.splitlines() if line.startswith("worker ")]
+        return status == 200 and bool(workers) and all(w.endswith(": ready") for w in workers)
+
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signum)
@@ -106,7 +112,7 @@ class ServerPool:
         server.wait_until(lambda: server.http("/healthz")[0] == 200)
         server.wait_until(lambda: "workers starting" not in server.http("/readyz")[1])
         if wait_ready:
-            server.wait_until(server.ready)
+            server.wait_until(server.every_worker_ready)
         return server
 
     def stop_all(self) -> None:

@@ -262,3 +262,37 @@ def test_a_lone_call_to_an_idle_dispatcher_is_answered_at_once_and_the_rest_in_o
         assert _ping_calls_counted(board).endswith(" 5")
 
     asyncio.run(scenario())
+
+
+def test_the_candidate_limit_holds_for_every_batch_item(
+    board: MetricsBoard, model: ServingModel, logged_requests: list[tuple[bytes, list[str]]]
+) -> None:
+    service = FilterService(Settings(max_candidates=3), board.worker(0))
+    service.swap(model, 1)
+    fine = FilterRequest(logged_requests[0][0], ["a"])
+    over = FilterRequest(logged_requests[1][0], [""] * 100_000)
+    with pytest.raises(InvalidRequestError) as caught:
+        service.filter_batch([fine, over], time.perf_counter_ns(), False)
+    assert caught.value.field == "requests[1].candidates"
+    assert "100000 candidates, over the 3 limit" in caught.value.message
+    assert len(model._plans.plans) <= 256  # refused before any plan was made for it
+
+
+def test_the_plan_cache_is_bounded_by_bytes(model: ServingModel) -> None:
+    from bidfilter.scoring import serving_model
+
+    cache = model._plans
+    for i in range(64):
+        huge = ("x" * 900_000 + str(i),)  # one 900 KB id per list
+        assert model.plan(huge).names == list(huge)
+        assert cache.bytes <= serving_model._MAX_PLAN_BYTES
+    assert len(cache.plans) <= serving_model._MAX_PLAN_BYTES // 900_000
+    too_big = ("z" * 2_000_000,)  # over a sixteenth of the budget: planned, never kept
+    assert model.plan(too_big).names == list(too_big)
+    assert too_big not in cache.plans
+    for i in range(200):
+        model.plan((f"id-{i}-" + "y" * 200_000,))  # kept, until the byte budget clears them
+        assert cache.bytes <= serving_model._MAX_PLAN_BYTES
+    assert sum(len(k[0]) for k in cache.plans if k) <= serving_model._MAX_PLAN_BYTES
+    common = tuple(model.partners)
+    assert model.plan(common) is model.plan(common)  # small lists are still cached

@@ -27,7 +27,27 @@ log = logging.getLogger(__name__)
 # The fast path must give XGBoost's answer: checked at load on these many probe rows.
 _PROBE_ROWS = 2048
 _FOREST_TOLERANCE = 1e-6
+# The plan cache is bounded by entries and by an estimate of the bytes its keys and plans hold:
+# ids are the client's to choose, so 256 lists of one 900 KB id each must not cost 441 MiB.
 _MAX_PLANS = 256
+_MAX_PLAN_BYTES = 16 << 20
+_PLAN_BYTES_PER_CANDIDATE = 128  # the key's tuple slot, str header and the plan's arrays
+_MAX_CACHED_PLAN_BYTES = _MAX_PLAN_BYTES // 16  # a list bigger than this is planned, not kept
+
+
+def _plan_bytes(key: tuple[str, ...]) -> int:
+    return sum(map(len, key)) + _PLAN_BYTES_PER_CANDIDATE * len(key)
+
+
+class _PlanCache:
+    """Plans by candidate list (``None``: every partner), and the bytes they are taken to hold."""
+
+    __slots__ = ("bytes", "plans")
+
+    def __init__(self) -> None:
+        self.plans: dict[tuple[str, ...] | None, CandidatePlan] = {}
+        self.bytes = 0
+
 
 # A request every model must score: if this fails or gives nonsense, the version is refused.
 _SMOKE_REQUEST = (
@@ -50,9 +70,7 @@ class ServingModel:
     thresholds: np.ndarray  # float64, by partner code
     loaded_at: str
     forest: CompiledForest | None = None  # None: scored by XGBoost itself
-    _plans: dict[tuple[str, ...] | None, CandidatePlan] = field(
-        default_factory=dict, compare=False, repr=False
-    )
+    _plans: _PlanCache = field(default_factory=_PlanCache, compare=False, repr=False)
 
     @classmethod
     def load(cls, version_dir: Path) -> ServingModel:
@@ -112,12 +130,17 @@ class ServingModel:
         """What scoring needs to know about a candidate list, worked out once per distinct list
         (an SSP sends the same few lists over and over)."""
         key = None if candidates is None else tuple(candidates)
-        plan = self._plans.get(key)
+        cache = self._plans
+        plan = cache.plans.get(key)
         if plan is None:
             plan = CandidatePlan.build(self, self.partners if key is None else key)
-            if len(self._plans) >= _MAX_PLANS:
-                self._plans.clear()
-            self._plans[key] = plan
+            size = 0 if key is None else _plan_bytes(key)
+            if size <= _MAX_CACHED_PLAN_BYTES:
+                if len(cache.plans) >= _MAX_PLANS or cache.bytes + size > _MAX_PLAN_BYTES:
+                    cache.plans.clear()
+                    cache.bytes = 0
+                cache.plans[key] = plan
+                cache.bytes += size
         return plan
 
     def smoke_test(self) -> None:

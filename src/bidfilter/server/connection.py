@@ -3,6 +3,14 @@
 Timeouts protect the worker from clients that connect and say nothing (``idle_timeout_s``) or
 trickle a message a byte at a time (``read_timeout_s`` to finish a started message); bytes that
 are not Thrift close the connection at once.
+
+A client that sends calls but does not read the replies is not read either once its unsent
+replies pass a high-water mark (TCP then pushes back on it); it is dropped when they pass
+``max_unsent_bytes`` or stay over the mark for ``read_timeout_s``. Dropped means aborted: a
+close would wait for a flush that never comes, holding the connection (and its slot) forever.
+
+A client that half-closes (``shutdown(SHUT_WR)``) gets every call it sent answered before the
+connection closes.
 """
 
 from __future__ import annotations
@@ -20,6 +28,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _DRAIN_QUIET_NS = 100_000_000
+# Unsent bytes past which a connection is no longer read, and below which it is read again.
+# Well above what one read's replies come to, so a client that reads stays below it.
+_WRITE_HIGH_WATER = 256 * 1024
+_WRITE_LOW_WATER = 64 * 1024
 
 
 class ThriftConnection(asyncio.Protocol):
@@ -30,7 +42,13 @@ class ThriftConnection(asyncio.Protocol):
         self.encoder: ReplyEncoder | None = None
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.half_closed = False  # the client sent EOF: answer what it sent, then close
         self.pending = 0
+        # Reading stops while either holds: the worker's queue is full, or this client's
+        # replies pile up unread.
+        self._queue_full = False
+        self._unsent_full = False
+        self._unread_timer: asyncio.TimerHandle | None = None
         self.last_data_ns = 0
         self._idle_timer: asyncio.TimerHandle | None = None
         self._read_timer: asyncio.TimerHandle | None = None
@@ -48,6 +66,8 @@ class ThriftConnection(asyncio.Protocol):
             self.closed = True
             transport.abort()
             return
+        high_water = min(_WRITE_HIGH_WATER, worker.settings.max_unsent_bytes // 2)
+        transport.set_write_buffer_limits(high=high_water, low=min(_WRITE_LOW_WATER, high_water))
         worker.connections.add(self)
         worker.metrics.add("connections_open")
         worker.metrics.add("connections_total")
@@ -84,6 +104,28 @@ class ThriftConnection(asyncio.Protocol):
             self._read_timer.cancel()
             self._read_timer = None
 
+    def eof_received(self) -> bool:
+        # Stay half-open: the calls already received are still owed their replies.
+        self.half_closed = True
+        if self.pending == 0:
+            self.close()
+        return True
+
+    def pause_writing(self) -> None:
+        self._unsent_full = True
+        self._apply_reading()
+        if self._unread_timer is None:
+            self._unread_timer = self._loop.call_later(
+                self.worker.settings.read_timeout_s, self._give_up, "replies not read"
+            )
+
+    def resume_writing(self) -> None:
+        self._unsent_full = False
+        if self._unread_timer is not None:
+            self._unread_timer.cancel()
+            self._unread_timer = None
+        self._apply_reading()
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self in self.worker.connections:
             self.worker.connections.discard(self)
@@ -94,15 +136,30 @@ class ThriftConnection(asyncio.Protocol):
     # --- used by the dispatcher and the worker --------------------------------------------------
 
     def send(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.write(data)
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        transport.write(data)
+        if transport.get_write_buffer_size() > self.worker.settings.max_unsent_bytes:
+            self._give_up("too many replies not read")
+        elif self.half_closed and self.pending == 0:
+            self.close()  # the last reply owed: flushed, then closed
 
     def pause_reading(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.pause_reading()
+        """The worker's queue is full."""
+        self._queue_full = True
+        self._apply_reading()
 
     def resume_reading(self) -> None:
-        if self.transport is not None and not self.closed:
+        self._queue_full = False
+        self._apply_reading()
+
+    def _apply_reading(self) -> None:
+        if self.transport is None or self.closed:
+            return
+        if self._queue_full or self._unsent_full:
+            self.transport.pause_reading()
+        else:
             self.transport.resume_reading()
 
     def close_if_idle(self) -> None:
@@ -118,6 +175,17 @@ class ThriftConnection(asyncio.Protocol):
             self.closed = True
             self.transport.close()  # flushes what is written, then closes
         self._cancel_timers()
+
+    def close_now(self) -> None:
+        """Close without waiting on a client that does not read: what it has not read of our
+        replies is dropped (a close would wait for it, forever if the client never reads)."""
+        transport = self.transport
+        if transport is not None and transport.get_write_buffer_size():
+            self.closed = True
+            transport.abort()  # works on a transport already closing, too
+            self._cancel_timers()
+        else:
+            self.close()
 
     # --- timers -----------------------------------------------------------------------------------
 
@@ -143,12 +211,15 @@ class ThriftConnection(asyncio.Protocol):
             # later, or a connection that goes quiet after this would never be closed.
             self._arm_idle_timer(self.worker.settings.idle_timeout_s)
             return
+        self._give_up(why)
+
+    def _give_up(self, why: str) -> None:
         self.worker.metrics.add("connections_timed_out")
         log.debug("closing connection: %s", why)
-        self.close()
+        self.close_now()
 
     def _cancel_timers(self) -> None:
-        for timer in (self._idle_timer, self._read_timer):
+        for timer in (self._idle_timer, self._read_timer, self._unread_timer):
             if timer is not None:
                 timer.cancel()
-        self._idle_timer = self._read_timer = None
+        self._idle_timer = self._read_timer = self._unread_timer = None

@@ -56,6 +56,15 @@ class FilterService:
             raise InvalidRequestError(
                 "requests", f"{len(requests)} requests, over the {self.settings.max_batch} limit"
             )
+        # Every item's limit before any work: an over-limit item must not be answered fail-open
+        # with its candidates echoed (a million ids make a 24 MB reply and a plan to cache).
+        limit = self.settings.max_candidates
+        for index, request in enumerate(requests):
+            if request.candidates is not None and len(request.candidates) > limit:
+                raise InvalidRequestError(
+                    f"requests[{index}].candidates",
+                    f"{len(request.candidates)} candidates, over the {limit} limit",
+                )
         responses = []
         for request in requests:
             try:

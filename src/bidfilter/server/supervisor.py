@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -43,6 +44,17 @@ class WorkerHandle:
     started: float = field(default_factory=time.monotonic)
     ready: bool = False
     generation: int = 0
+    last_beat: float = field(default_factory=time.monotonic)
+
+    def state(self, now: float, heartbeat_timeout_s: float) -> str:
+        """What /readyz says of this worker: only ``ready`` counts towards readiness."""
+        if not self.process.is_alive():
+            return "dead"
+        if not self.ready:
+            return "starting"
+        if now - self.last_beat > heartbeat_timeout_s:
+            return "unresponsive"
+        return "ready" if self.generation > 0 else "no-model"
 
 
 class Supervisor:
@@ -162,6 +174,7 @@ class Supervisor:
             asyncio.get_running_loop().remove_reader(handle.control.fileno())
             return
         kind = message[0]
+        handle.last_beat = time.monotonic()
         if kind == "ready":
             handle.ready = True
         elif kind == "loaded":
@@ -180,7 +193,20 @@ class Supervisor:
         while True:
             await asyncio.sleep(0.2)
             for slot, handle in list(self.workers.items()):
-                if handle.process.is_alive() or self.stopping:
+                if self.stopping:
+                    continue
+                if handle.process.is_alive():
+                    silent_s = time.monotonic() - handle.last_beat
+                    if handle.ready and silent_s > self.settings.heartbeat_timeout_s:
+                        # Stopped, or its loop stuck: its calls wait and its port share is lost.
+                        # SIGKILL works on a stopped process; the next round replaces it.
+                        log.error(
+                            "worker %d (pid %s) sent no heartbeat for %.1f s; killing it",
+                            slot,
+                            handle.process.pid,
+                            silent_s,
+                        )
+                        handle.process.kill()
                     continue
                 log.error(
                     "worker %d (pid %s) exited with code %s; replacing it",
@@ -220,15 +246,34 @@ class Supervisor:
         return 200, "text/plain", b"ok\n"
 
     def _readyz(self) -> tuple[int, str, bytes]:
-        alive = self._alive()
+        """200 while ``ready_share`` of the configured workers serve with a model: a load
+        balancer that sees 503 cuts every session of the server, not just the lost worker's."""
         if self.stopping:
             return 503, "text/plain", b"draining\n"
-        if not alive or not all(h.ready for h in alive):
-            return 503, "text/plain", b"workers starting\n"
-        if not all(h.generation > 0 for h in alive):
-            return 503, "text/plain", b"no model loaded (answering fail-open)\n"
-        assert self._watcher is not None and self._watcher.current is not None
-        return 200, "text/plain", f"ready: {self._watcher.current.version}\n".encode()
+        now = time.monotonic()
+        timeout_s = self.settings.heartbeat_timeout_s
+        states = {slot: h.state(now, timeout_s) for slot, h in sorted(self.workers.items())}
+        listing = "".join(
+            f"worker {slot} pid {self.workers[slot].process.pid}: {state}\n"
+            for slot, state in states.items()
+        )
+        serving = sum(state == "ready" for state in states.values())
+        needed = max(1, math.ceil(self.settings.ready_share * self.settings.workers))
+        if serving >= needed:
+            assert self._watcher is not None and self._watcher.current is not None
+            head = f"ready: {self._watcher.current.version}"
+            return (
+                200,
+                "text/plain",
+                f"{head} ({serving} of {len(states)} workers)\n{listing}".encode(),
+            )
+        if all(state == "starting" for state in states.values()):
+            head = "workers starting"
+        elif serving == 0 and "no-model" in states.values():
+            head = "no model loaded (answering fail-open)"
+        else:
+            head = f"{serving} of {len(states)} workers ready, {needed} needed"
+        return 503, "text/plain", f"{head}\n{listing}".encode()
 
     def _metrics(self) -> tuple[int, str, bytes]:
         assert self._board is not None and self._watcher is not None

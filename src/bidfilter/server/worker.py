@@ -29,6 +29,10 @@ from bidfilter.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# How often a worker's event loop tells the supervisor it turns; the supervisor replaces a worker
+# silent for ``heartbeat_timeout_s`` (stopped, or its loop stuck in one call).
+HEARTBEAT_INTERVAL_S = 0.5
+
 
 def listening_socket(host: str, port: int, *, listen: bool = True) -> socket.socket:
     """A TCP socket bound with SO_REUSEPORT (the port is shared by every worker)."""
@@ -56,6 +60,9 @@ class Worker:
         self.dispatcher = Dispatcher(self.service, self.metrics, settings.max_pending_calls)
         self.connections: set[ThriftConnection] = set()
         self.draining = False
+        # The loop (ready, heartbeats) and the listener thread (load results) both write to the
+        # pipe; a Connection's send is not safe from two threads at once.
+        self._control_lock = threading.Lock()
 
     async def serve(self, port: int, control: Connection, initial: tuple[str, int] | None) -> None:
         loop = asyncio.get_running_loop()
@@ -78,7 +85,8 @@ class Worker:
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        control.send(("ready", self.slot))  # before the listener thread: one sender at a time
+        self._tell(control, ("ready", self.slot))
+        self._beat(control, loop)
         threading.Thread(
             target=self._listen_to_supervisor, args=(control, loop), daemon=True
         ).start()
@@ -96,9 +104,21 @@ class Worker:
                 connection.close_if_idle()
             await asyncio.sleep(0.01)
         for connection in list(self.connections):
-            connection.close()
+            connection.close_now()  # one not reading its replies would hold the exit up
         self.metrics.flush()  # the last calls' counts
         await asyncio.sleep(0)  # let the transports flush and close
+
+    def _tell(self, control: Connection, message: tuple[object, ...]) -> None:
+        with self._control_lock:
+            control.send(message)
+
+    def _beat(self, control: Connection, loop: asyncio.AbstractEventLoop) -> None:
+        """Sent from the loop itself: a beat proves the loop still runs callbacks between calls."""
+        try:
+            self._tell(control, ("beat",))
+        except OSError:  # the supervisor is gone; the listener thread stops the loop
+            return
+        loop.call_later(HEARTBEAT_INTERVAL_S, self._beat, control, loop)
 
     def _load(self, path: str, generation: int, control: Connection) -> ServingModel | None:
         """Load and verify a model, telling the supervisor how it went."""
@@ -107,9 +127,9 @@ class Worker:
         except (ArtifactError, OSError, ValueError) as error:
             self.metrics.add("model_load_failures")
             log.error("worker %d refused model at %s: %s", self.slot, path, error)
-            control.send(("refused", generation, str(error)))
+            self._tell(control, ("refused", generation, str(error)))
             return None
-        control.send(("loaded", generation, model.version))
+        self._tell(control, ("loaded", generation, model.version))
         return model
 
     def _listen_to_supervisor(self, control: Connection, loop: asyncio.AbstractEventLoop) -> None:

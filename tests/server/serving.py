@@ -120,9 +120,16 @@ class ServerPool:
             server.stop()
 
 
-def copy_as_new_version(store_dir: Path, version: str, *, break_model: bool = False) -> str:
+def copy_as_new_version(
+    store_dir: Path,
+    version: str,
+    *,
+    break_model: bool = False,
+    edit_model: Callable[[Path], None] | None = None,
+) -> str:
     """Publish a copy of ``version`` under a new id (LATEST moves to it). With ``break_model``
-    the copy's model file is garbage, though it matches its manifest: only loading can tell."""
+    the copy's model file is garbage, though it matches its manifest: only loading can tell;
+    ``edit_model`` changes the copy's model file in place before the manifest is written."""
     source = store_dir / "versions" / version
     manifest = json.loads((source / "manifest.json").read_text())
     new = new_version_id()
@@ -131,6 +138,8 @@ def copy_as_new_version(store_dir: Path, version: str, *, break_model: bool = Fa
     (staging / "manifest.json").unlink()
     if break_model:
         (staging / "model.ubj").write_bytes(b"\x00garbage, not a model")
+    if edit_model is not None:
+        edit_model(staging / "model.ubj")
     write_manifest(
         staging,
         version=new,

@@ -205,6 +205,7 @@ def render(
     worker_restarts: int,
     reloads: dict[str, int],
     store_poll_failures: int = 0,
+    background_errors: dict[str, int] | None = None,
 ) -> str:
     """Prometheus text exposition (format 0.0.4) of the summed counters."""
     lines: list[str] = []
@@ -299,6 +300,13 @@ def render(
     lines.append(f"bidfilter_workers{_labels(state='configured')} {workers_configured}")
     metric("bidfilter_worker_restarts_total", "counter", "Worker processes replaced after dying.")
     lines.append(f"bidfilter_worker_restarts_total {worker_restarts}")
+    metric(
+        "bidfilter_background_errors_total",
+        "counter",
+        "Unexpected errors in one round of a supervisor task (logged; the task went on).",
+    )
+    for task, count in sorted((background_errors or {}).items()):
+        lines.append(f"bidfilter_background_errors_total{_labels(task=task)} {count}")
     for gauge, name, kind, help_text in (
         ("connections_open", "bidfilter_connections_open", "gauge", "Thrift connections open."),
         ("connections_total", "bidfilter_connections_total", "counter", "Connections accepted."),

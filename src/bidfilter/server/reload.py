@@ -47,6 +47,7 @@ class ModelWatcher:
         self.successes = 0
         self.failures = 0
         self.store_failures = 0  # looks at the store that failed; the next poll tries again
+        self.errors = 0  # polls that raised something unexpected (logged; polling goes on)
         self._store_error_logged = False
 
     async def check(self) -> LoadedVersion | None:
@@ -85,6 +86,16 @@ class ModelWatcher:
                 self.current.version if self.current else "nothing (fail open)",
             )
             return self.current
+        except Exception as error:  # a bug the version triggers: refuse it, keep watching
+            self.failures += 1
+            self.refused[latest] = f"{type(error).__name__}: {error}"
+            log.exception(
+                "refused model version %s: loading it raised %s; still serving %s",
+                latest,
+                type(error).__name__,
+                self.current.version if self.current else "nothing (fail open)",
+            )
+            return self.current
         generation = (self.current.generation if self.current else 0) + 1
         self.current = LoadedVersion(latest, path, generation, model.partners)
         self.successes += 1
@@ -94,7 +105,11 @@ class ModelWatcher:
 
     async def run(self) -> None:
         while True:
-            await self.check()
+            try:
+                await self.check()
+            except Exception:  # one poll's bug must not end the polling (and every reload)
+                self.errors += 1
+                log.exception("model watcher: the look at %s failed; polling on", self.store.uri)
             await asyncio.sleep(
                 self.poll_s if self.current else min(self.poll_s, _RETRY_WITHOUT_MODEL_S)
             )

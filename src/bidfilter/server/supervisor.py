@@ -25,7 +25,7 @@ from bidfilter.server.http_side import serve_http
 from bidfilter.server.metrics import MetricsBoard, render
 from bidfilter.server.reload import LoadedVersion, ModelWatcher
 from bidfilter.server.tls import server_context
-from bidfilter.server.worker import listening_socket, run_worker
+from bidfilter.server.worker import check_port_free, listening_socket, run_worker
 from bidfilter.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class WorkerHandle:
     ready: bool = False
     generation: int = 0
     last_beat: float = field(default_factory=time.monotonic)
+    retired: bool = False  # dead, its pipe closed: waiting for its replacement
 
     def state(self, now: float, heartbeat_timeout_s: float) -> str:
         """What /readyz says of this worker: only ``ready`` counts towards readiness."""
@@ -68,6 +69,8 @@ class Supervisor:
         self._context = multiprocessing.get_context("spawn")
         self._board: MetricsBoard | None = None
         self._watcher: ModelWatcher | None = None
+        self.monitor_errors = 0
+        self.failed_task: str | None = None  # a background task that ended: the server stops
 
     def run(self) -> int:
         # Every worker builds its own TLS context; building one here first stops a bad
@@ -76,7 +79,7 @@ class Supervisor:
             mutual = " with client certificates required" if self.settings.tls_client_ca else ""
             log.info("TLS on the Thrift port%s", mutual)
         asyncio.run(self._main())
-        return 0
+        return 1 if self.failed_task else 0
 
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
@@ -84,10 +87,25 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         settings = self.settings
+        check_port_free(settings.host, settings.port, "Thrift port")
         # Bound, never listening: it reserves the port (port 0 picks one) without taking
         # connections, so workers can come and go.
         reservation = listening_socket(settings.host, settings.port, listen=False)
         self.port = reservation.getsockname()[1]
+        # Before any worker: without its side port a server has no /readyz for its load
+        # balancer and nobody sees its metrics, so one that cannot have it does not start.
+        try:
+            http = await serve_http(
+                settings.host,
+                settings.metrics_port,
+                {"/healthz": self._healthz, "/readyz": self._readyz, "/metrics": self._metrics},
+            )
+        except OSError as error:
+            reservation.close()
+            raise SystemExit(
+                f"bidfilter serve: metrics port {settings.host}:{settings.metrics_port}"
+                f" is not free ({error.strerror})"
+            ) from None
         self._board = MetricsBoard(settings.workers)
         self._watcher = ModelWatcher(
             self.store, Path(settings.cache_dir), settings.poll_s, self._broadcast
@@ -100,11 +118,6 @@ class Supervisor:
         await asyncio.wait({first_check}, timeout=_FIRST_CHECK_WAIT_S)
         for slot in range(settings.workers):
             self._spawn(slot)
-        http = await serve_http(
-            settings.host,
-            settings.metrics_port,
-            {"/healthz": self._healthz, "/readyz": self._readyz, "/metrics": self._metrics},
-        )
         log.info(
             "bidfilter serving Thrift on %s:%d with %d workers; HTTP side port %d; store %s",
             settings.host,
@@ -114,13 +127,28 @@ class Supervisor:
             self.store.uri,
         )
         tasks = [
-            asyncio.create_task(self._watch(first_check)),
-            asyncio.create_task(self._monitor()),
+            asyncio.create_task(self._watch(first_check), name="model watcher"),
+            asyncio.create_task(self._monitor(), name="worker monitor"),
         ]
+
+        def ended(task: asyncio.Task[None]) -> None:
+            # Both loop for ever and survive any one round's error: ending is a bug, and a
+            # server without reloads or respawns must not look healthy. Stop, loudly.
+            if self.stopping or task.cancelled():
+                return
+            self.failed_task = task.get_name()
+            log.critical(
+                "the %s ended (%r): stopping the server", task.get_name(), task.exception()
+            )
+            stop.set()
+
+        for task in tasks:
+            task.add_done_callback(ended)
         await stop.wait()
         self.stopping = True
         log.info("stopping: draining workers (up to %.0f s)", settings.drain_s)
-        for task in (first_check, *tasks):
+        first_check.cancel()
+        for task in tasks:
             task.cancel()
         await self._stop_workers()
         http.close()
@@ -161,8 +189,13 @@ class Supervisor:
             ),
             name=f"bidfilter-worker-{slot}",
         )
-        process.start()
-        child.close()
+        try:
+            process.start()
+        except BaseException:  # EMFILE and the like: no pipe ends left behind per retry
+            parent.close()
+            raise
+        finally:
+            child.close()
         handle = WorkerHandle(slot, process, parent)
         self.workers[slot] = handle
         asyncio.get_running_loop().add_reader(parent.fileno(), self._on_message, handle)
@@ -195,32 +228,43 @@ class Supervisor:
             for slot, handle in list(self.workers.items()):
                 if self.stopping:
                     continue
-                if handle.process.is_alive():
-                    silent_s = time.monotonic() - handle.last_beat
-                    if handle.ready and silent_s > self.settings.heartbeat_timeout_s:
-                        # Stopped, or its loop stuck: its calls wait and its port share is lost.
-                        # SIGKILL works on a stopped process; the next round replaces it.
-                        log.error(
-                            "worker %d (pid %s) sent no heartbeat for %.1f s; killing it",
-                            slot,
-                            handle.process.pid,
-                            silent_s,
-                        )
-                        handle.process.kill()
-                    continue
+                try:
+                    await self._look_after(slot, handle)
+                except Exception:  # e.g. EMFILE spawning: log, count, try again shortly
+                    self.monitor_errors += 1
+                    log.exception("worker monitor: could not replace worker %d; retrying", slot)
+                    await asyncio.sleep(_RESPAWN_MIN_INTERVAL_S)
+
+    async def _look_after(self, slot: int, handle: WorkerHandle) -> None:
+        """Kill a worker that stopped beating; replace one that died."""
+        if handle.process.is_alive():
+            silent_s = time.monotonic() - handle.last_beat
+            if handle.ready and silent_s > self.settings.heartbeat_timeout_s:
+                # Stopped, or its loop stuck: its calls wait and its port share is lost.
+                # SIGKILL works on a stopped process; the next round replaces it.
                 log.error(
-                    "worker %d (pid %s) exited with code %s; replacing it",
+                    "worker %d (pid %s) sent no heartbeat for %.1f s; killing it",
                     slot,
                     handle.process.pid,
-                    handle.process.exitcode,
+                    silent_s,
                 )
-                asyncio.get_running_loop().remove_reader(handle.control.fileno())
-                handle.control.close()
-                wait = _RESPAWN_MIN_INTERVAL_S - (time.monotonic() - handle.started)
-                if wait > 0:  # a worker dying at start would otherwise spin the CPU
-                    await asyncio.sleep(wait)
-                self.restarts += 1
-                self._spawn(slot)
+                handle.process.kill()
+            return
+        if not handle.retired:  # once, however many tries its replacement takes
+            log.error(
+                "worker %d (pid %s) exited with code %s; replacing it",
+                slot,
+                handle.process.pid,
+                handle.process.exitcode,
+            )
+            asyncio.get_running_loop().remove_reader(handle.control.fileno())
+            handle.control.close()
+            handle.retired = True
+        wait = _RESPAWN_MIN_INTERVAL_S - (time.monotonic() - handle.started)
+        if wait > 0:  # a worker dying at start would otherwise spin the CPU
+            await asyncio.sleep(wait)
+        self._spawn(slot)
+        self.restarts += 1
 
     async def _stop_workers(self) -> None:
         for handle in self.workers.values():
@@ -243,6 +287,10 @@ class Supervisor:
         return [h for h in self.workers.values() if h.process.is_alive()]
 
     def _healthz(self) -> tuple[int, str, bytes]:
+        if self.failed_task:
+            return 503, "text/plain", f"{self.failed_task} ended\n".encode()
+        if self.workers and not self._alive():
+            return 503, "text/plain", b"no worker alive\n"
         return 200, "text/plain", b"ok\n"
 
     def _readyz(self) -> tuple[int, str, bytes]:
@@ -276,7 +324,8 @@ class Supervisor:
         return 503, "text/plain", f"{head}\n{listing}".encode()
 
     def _metrics(self) -> tuple[int, str, bytes]:
-        assert self._board is not None and self._watcher is not None
+        if self._board is None or self._watcher is None:  # the side port opens first
+            return 503, "text/plain", b"starting\n"
         current = self._watcher.current
         text = render(
             self._board.totals(),
@@ -287,5 +336,9 @@ class Supervisor:
             worker_restarts=self.restarts,
             reloads={"success": self._watcher.successes, "failure": self._watcher.failures},
             store_poll_failures=self._watcher.store_failures,
+            background_errors={
+                "model_watcher": self._watcher.errors,
+                "worker_monitor": self.monitor_errors,
+            },
         )
         return 200, "text/plain; version=0.0.4; charset=utf-8", text.encode()

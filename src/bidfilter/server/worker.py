@@ -34,6 +34,25 @@ log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL_S = 0.5
 
 
+def check_port_free(host: str, port: int, what: str) -> None:
+    """Refuse a port another process holds. Workers share theirs with SO_REUSEPORT, which would
+    let a second server on the same port silently take half of the connections; a bind without
+    it fails while anyone listens there (SO_REUSEADDR only passes over closed connections)."""
+    if port == 0:
+        return
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise SystemExit(
+                f"bidfilter serve: {what} {host}:{port} is not free ({error.strerror})"
+            ) from None
+
+
 def listening_socket(host: str, port: int, *, listen: bool = True) -> socket.socket:
     """A TCP socket bound with SO_REUSEPORT (the port is shared by every worker)."""
     family, kind, proto, _, address = socket.getaddrinfo(

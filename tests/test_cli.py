@@ -245,3 +245,35 @@ def test_cluster_up_without_a_model_says_so_at_once(
     assert code == 2
     assert "no model published" in err and "Traceback" not in err
     assert not (tmp_path / "cluster").exists()  # nothing was started
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        (
+            ["serve", "--max-message-bytes", "3000000000"],
+            {},
+            "--max-message-bytes (BIDFILTER_MAX_MESSAGE_BYTES): Input should be less than or"
+            " equal to 268435456 (got 3000000000)",
+        ),
+        (["serve"], {"BIDFILTER_MAX_BATCH": "0"}, "--max-batch (BIDFILTER_MAX_BATCH)"),
+        (["--log-level", "bogus", "model", "list"], {}, "--log-level (BIDFILTER_LOG_LEVEL)"),
+    ],
+)
+def test_settings_out_of_range_are_refused_at_start_in_one_line(
+    argv: list[str], env: dict[str, str], expected: str, tmp_path: Path
+) -> None:
+    """The server must not start (and report ready) with a setting that cannot work."""
+    import os
+
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("BIDFILTER_")}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "bidfilter"), *argv, "--store", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**environment, **env},
+    )
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1

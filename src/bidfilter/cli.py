@@ -13,8 +13,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from bidfilter import __version__
-from bidfilter.settings import Settings
+from bidfilter.settings import Settings, settings_error_lines
 from bidfilter.training.config import DatasetConfig, ModelConfig, TrainConfig
 
 log = logging.getLogger("bidfilter")
@@ -859,18 +861,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bidfilter.logging_setup import configure_logging
 
     args = build_parser().parse_args(argv)
-    settings = Settings()
-    # Into the settings, not only this process's logging: `serve` hands them to its workers.
-    settings = settings.model_copy(
-        update={
-            "log_level": args.log_level or settings.log_level,
-            "log_json": bool(args.log_json or settings.log_json),
-        }
-    )
+    try:
+        settings = Settings()
+        # Into the settings, not only this process's logging: `serve` hands them to workers.
+        settings = Settings(
+            **{
+                **settings.model_dump(),
+                "log_level": args.log_level or settings.log_level,
+                "log_json": bool(args.log_json or settings.log_json),
+            }
+        )
+    except ValidationError as error:
+        for line in settings_error_lines(error):
+            print(f"bidfilter: {line}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level, settings.log_json)
     handler: Callable[[argparse.Namespace, Settings], int] = args.handler
     try:
         return handler(args, settings)
+    except ValidationError as error:  # a flag's value (serve) out of its setting's range
+        for line in settings_error_lines(error):
+            log.error("%s", line)
+        return 2
     except KeyboardInterrupt:
         return 130
     except (ValueError, OSError, ArtifactError, StoreError) as error:

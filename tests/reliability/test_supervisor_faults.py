@@ -95,3 +95,35 @@ def test_a_taken_metrics_port_stops_the_server_before_it_serves(
     assert "Traceback" not in result.stderr
     with socket.socket() as probe:  # and nothing was left serving Thrift
         assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_silent_side_port_connections_cannot_take_readyz_away(
+    server_pool: ServerPool, trained_store: tuple[Path, str]
+) -> None:
+    import time
+
+    server = server_pool(trained_store[0])
+    silent = []
+    try:
+        for _ in range(300):  # far past the limit; each says nothing
+            sock = socket.create_connection(("127.0.0.1", server.metrics_port), timeout=5)
+            silent.append(sock)
+        # Answered while they are all still open: the limit drops the ones past it at once,
+        # the side port's 2 s timeout frees the rest.
+        deadline = time.monotonic() + 10
+        answered = False
+        while not answered and time.monotonic() < deadline:
+            try:
+                answered = server.http("/readyz")[0] == 200
+            except OSError:
+                time.sleep(0.1)
+        assert answered
+    finally:
+        for sock in silent:
+            sock.close()
+    _, metrics = server.http("/metrics")
+    refused = re.search(
+        r'^bidfilter_side_port_connections_total\{result="refused"\} (\d+)', metrics, re.M
+    )
+    assert refused is not None and int(refused.group(1)) > 0
+    assert server.log.read_text().count("Traceback") == 0

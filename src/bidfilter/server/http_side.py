@@ -1,7 +1,9 @@
 """The HTTP side port: ``/healthz``, ``/readyz`` and ``/metrics``, read-only, tiny and bounded.
 
 Only GET and HEAD are answered (there is nothing to change over HTTP); requests must arrive
-within a few seconds and fit in 8 KiB; every response closes its connection.
+within a few seconds and fit in 8 KiB; every response closes its connection. At most
+``MAX_CONNECTIONS`` are open at once: past that a new one is dropped at once, so silent clients
+cannot use up the supervisor's file descriptors (and with them ``/readyz`` and worker respawns).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +25,18 @@ _REASONS = {
     503: "Service Unavailable",
 }
 _MAX_HEAD = 8192
-_READ_TIMEOUT_S = 5.0
+_REQUEST_TIMEOUT_S = 2.0  # to send the request and take the response: a probe needs far less
+MAX_CONNECTIONS = 64
+
+
+@dataclass
+class SidePortStats:
+    """Connections of the side port, for ``/metrics``."""
+
+    open: int = 0
+    accepted: int = 0
+    refused: int = 0  # over MAX_CONNECTIONS
+    timed_out: int = 0
 
 
 async def _respond(
@@ -36,34 +50,53 @@ async def _respond(
     await writer.drain()
 
 
-async def serve_http(host: str, port: int, routes: dict[str, Route]) -> asyncio.Server:
+async def serve_http(
+    host: str, port: int, routes: dict[str, Route], stats: SidePortStats
+) -> asyncio.Server:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if stats.open >= MAX_CONNECTIONS:
+            stats.refused += 1
+            writer.transport.abort()
+            return
+        stats.open += 1
+        stats.accepted += 1
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _READ_TIMEOUT_S)
-            request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-            parts = request_line.split(" ")
-            if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-                await _respond(writer, 400, "text/plain", b"bad request\n", False)
-                return
-            method, target = parts[0], parts[1].split("?", 1)[0]
-            route = routes.get(target)
-            if route is None:
-                await _respond(writer, 404, "text/plain", b"not found\n", method == "HEAD")
-            elif method not in ("GET", "HEAD"):
-                await _respond(writer, 405, "text/plain", b"only GET and HEAD\n", False)
-            else:
-                status, content_type, body = route()
-                await _respond(writer, status, content_type, body, method == "HEAD")
-        except (
-            asyncio.IncompleteReadError,
-            asyncio.LimitOverrunError,
-            TimeoutError,
-            ConnectionError,
-        ):
+            async with asyncio.timeout(_REQUEST_TIMEOUT_S):
+                await _answer(reader, writer, routes)
+                writer.close()
+                await writer.wait_closed()  # the response flushed, then the fd is free
+        except TimeoutError:
+            stats.timed_out += 1
+        except ConnectionError:
             pass
         except Exception:
             log.exception("HTTP side port handler failed")
         finally:
-            writer.close()
+            stats.open -= 1
+            if not writer.transport.is_closing() or writer.transport.get_write_buffer_size():
+                writer.transport.abort()  # timed out or failed: drop it, not wait on it
 
     return await asyncio.start_server(handle, host, port, limit=_MAX_HEAD)
+
+
+async def _answer(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, routes: dict[str, Route]
+) -> None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        return
+    request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = request_line.split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        await _respond(writer, 400, "text/plain", b"bad request\n", False)
+        return
+    method, target = parts[0], parts[1].split("?", 1)[0]
+    route = routes.get(target)
+    if route is None:
+        await _respond(writer, 404, "text/plain", b"not found\n", method == "HEAD")
+    elif method not in ("GET", "HEAD"):
+        await _respond(writer, 405, "text/plain", b"only GET and HEAD\n", False)
+    else:
+        status, content_type, body = route()
+        await _respond(writer, status, content_type, body, method == "HEAD")

@@ -13,8 +13,12 @@ import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing import shared_memory
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from bidfilter.server.http_side import SidePortStats
 
 METHODS = ("filter", "filter_batch", "model_info", "ping", "other")
 RESULTS = (
@@ -206,6 +210,7 @@ def render(
     reloads: dict[str, int],
     store_poll_failures: int = 0,
     background_errors: dict[str, int] | None = None,
+    side_port: SidePortStats | None = None,
 ) -> str:
     """Prometheus text exposition (format 0.0.4) of the summed counters."""
     lines: list[str] = []
@@ -307,6 +312,20 @@ def render(
     )
     for task, count in sorted((background_errors or {}).items()):
         lines.append(f"bidfilter_background_errors_total{_labels(task=task)} {count}")
+    if side_port is not None:
+        metric("bidfilter_side_port_connections_open", "gauge", "HTTP side port connections open.")
+        lines.append(f"bidfilter_side_port_connections_open {side_port.open}")
+        metric(
+            "bidfilter_side_port_connections_total",
+            "counter",
+            "HTTP side port connections: accepted, refused (over the limit), timed out.",
+        )
+        for result, count in (
+            ("accepted", side_port.accepted),
+            ("refused", side_port.refused),
+            ("timed_out", side_port.timed_out),
+        ):
+            lines.append(f"bidfilter_side_port_connections_total{_labels(result=result)} {count}")
     for gauge, name, kind, help_text in (
         ("connections_open", "bidfilter_connections_open", "gauge", "Thrift connections open."),
         ("connections_total", "bidfilter_connections_total", "counter", "Connections accepted."),

@@ -21,7 +21,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from bidfilter.artifact import ModelStore
-from bidfilter.server.http_side import serve_http
+from bidfilter.server.http_side import SidePortStats, serve_http
 from bidfilter.server.metrics import MetricsBoard, render
 from bidfilter.server.reload import LoadedVersion, ModelWatcher
 from bidfilter.server.tls import server_context
@@ -70,6 +70,7 @@ class Supervisor:
         self._board: MetricsBoard | None = None
         self._watcher: ModelWatcher | None = None
         self.monitor_errors = 0
+        self.side_port = SidePortStats()
         self.failed_task: str | None = None  # a background task that ended: the server stops
 
     def run(self) -> int:
@@ -99,6 +100,7 @@ class Supervisor:
                 settings.host,
                 settings.metrics_port,
                 {"/healthz": self._healthz, "/readyz": self._readyz, "/metrics": self._metrics},
+                self.side_port,
             )
         except OSError as error:
             reservation.close()
@@ -340,5 +342,6 @@ class Supervisor:
                 "model_watcher": self._watcher.errors,
                 "worker_monitor": self.monitor_errors,
             },
+            side_port=self.side_port,
         )
         return 200, "text/plain; version=0.0.4; charset=utf-8", text.encode()

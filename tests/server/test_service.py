@@ -296,3 +296,15 @@ def test_the_plan_cache_is_bounded_by_bytes(model: ServingModel) -> None:
     assert sum(len(k[0]) for k in cache.plans if k) <= serving_model._MAX_PLAN_BYTES
     common = tuple(model.partners)
     assert model.plan(common) is model.plan(common)  # small lists are still cached
+
+
+@pytest.mark.parametrize("deadline_ms", [0, -5])
+def test_a_deadline_of_zero_or_less_is_refused_naming_it(
+    service: FilterService, logged_requests: list[tuple[bytes, list[str]]], deadline_ms: int
+) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        service.filter(
+            request(logged_requests, deadline_ms=deadline_ms), time.perf_counter_ns(), False
+        )
+    assert caught.value.field == "deadline_ms"
+    assert str(deadline_ms) in caught.value.message

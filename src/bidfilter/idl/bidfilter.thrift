@@ -34,7 +34,8 @@ struct FilterRequest {
   1: required binary openrtb,
   /* Partners to decide on; absent = every partner the model knows. */
   2: optional list<string> candidates,
-  /* Answer within this many milliseconds or fail open; absent = a share of the request's tmax. */
+  /* Answer within this many milliseconds or fail open; absent = a share of the request's tmax;
+     0 or less is refused (InvalidRequest, field deadline_ms). */
   3: optional i32 deadline_ms
 }
 

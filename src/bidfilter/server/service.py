@@ -99,7 +99,7 @@ class FilterService:
     # --- the decision ---------------------------------------------------------------------------
 
     def _deadline_ms(self, request: FilterRequest, tmax: int | None) -> float:
-        if request.deadline_ms is not None and request.deadline_ms > 0:
+        if request.deadline_ms is not None:  # positive: checked on arrival
             return float(request.deadline_ms)
         if tmax:
             return tmax * self.settings.deadline_share_of_tmax
@@ -111,6 +111,12 @@ class FilterService:
             raise InvalidRequestError(
                 "candidates",
                 f"{len(candidates)} candidates, over the {self.settings.max_candidates} limit",
+            )
+        if request.deadline_ms is not None and request.deadline_ms <= 0:
+            # Silently using tmax instead would hide a client's bug (a unit error, an unset 0).
+            raise InvalidRequestError(
+                "deadline_ms",
+                f"must be a positive number of milliseconds, not {request.deadline_ms}",
             )
         model = self.model
         if shed:

@@ -148,8 +148,8 @@ def test_up_gives_up_on_a_server_that_never_gets_ready(
     port_allocator: Callable[[], int],
     haproxy: Path,
 ) -> None:
-    """A store without a model: the server answers fail-open and /readyz stays 503, so HAProxy
-    never sends it traffic; `up` says so within its timeout and stops what it started."""
+    """A store without a model: the server would answer fail-open and /readyz stay 503, so
+    HAProxy would never send it traffic; `up` says so at once and starts nothing."""
     base = free_port_block(port_allocator, 3)
     done = cluster(
         "up",
@@ -158,7 +158,7 @@ def test_up_gives_up_on_a_server_that_never_gets_ready(
         *("--timeout", "5"),
     )
     assert done.returncode == 2
-    assert "HAProxy did not see every server ready within 5 s: server-1" in done.stderr
+    assert "no model store at" in done.stderr and "Traceback" not in done.stderr
     assert all(refuses_connections(port) for port in range(base, base + 3))
     assert not list(state_dir.rglob("*.pid"))
 

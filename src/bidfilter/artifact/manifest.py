@@ -43,7 +43,14 @@ _SHA256_PATTERN = r"^[0-9a-f]{64}$"
 _CHUNK = 1 << 20
 
 # Versions of the libraries whose behaviour the model depends on, recorded for whoever loads it.
-_RECORDED_LIBRARIES = ("bidfilter", "xgboost", "numpy", "msgspec", "pyarrow")
+# name recorded -> the distributions that provide it (on Linux XGBoost is the CPU-only build)
+_RECORDED_LIBRARIES = {
+    "bidfilter": ("bidfilter",),
+    "xgboost": ("xgboost", "xgboost-cpu"),
+    "numpy": ("numpy",),
+    "msgspec": ("msgspec",),
+    "pyarrow": ("pyarrow",),
+}
 
 
 class FileEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -156,11 +163,13 @@ def list_files(version_dir: Path) -> list[str]:
 def library_versions() -> dict[str, str]:
     """Installed versions of the libraries a model depends on, plus the Python version."""
     versions = {"python": platform.python_version()}
-    for library in _RECORDED_LIBRARIES:
-        try:
-            versions[library] = importlib.metadata.version(library)
-        except importlib.metadata.PackageNotFoundError:
-            continue
+    for library, distributions in _RECORDED_LIBRARIES.items():
+        for distribution in distributions:
+            try:
+                versions[library] = importlib.metadata.version(distribution)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
     return versions
 
 

@@ -160,12 +160,18 @@ class ThriftConnection(asyncio.Protocol):
         if self._queue_full or self._unsent_full:
             self.transport.pause_reading()
         else:
+            # While not read the client was not quiet, we were deaf: what it sent meanwhile is
+            # still in the socket, so the quiet clock of the idle timer and the drain restarts.
+            if not self.transport.is_reading():
+                self.last_data_ns = time.perf_counter_ns()
             self.transport.resume_reading()
 
     def close_if_idle(self) -> None:
         """During a drain: close once every received call is answered, no message is half in,
         and the client has been quiet for a moment (bytes it already sent may still be in the
         socket buffer, unread; closing then would reset the connection and lose them)."""
+        if self._queue_full or self._unsent_full:
+            return  # not reading: calls may wait in the socket buffer
         quiet_ns = time.perf_counter_ns() - self.last_data_ns
         if self.pending == 0 and not self.decoder.buffered_bytes and quiet_ns > _DRAIN_QUIET_NS:
             self.close()

@@ -203,17 +203,20 @@ def test_read_bytes_checks_the_file_against_the_manifest(
     assert caught.value.field == "notes.txt"
 
 
-def test_fetch_reuses_an_intact_earlier_copy_and_refuses_a_damaged_one(
+def test_fetch_reuses_an_intact_earlier_copy_and_replaces_a_damaged_one(
     any_store: StoreUnderTest, make_version: MakeVersion, tmp_path: Path
 ) -> None:
     store = any_store.store
     store.publish(make_version(NEW))
     first = store.fetch(NEW, tmp_path / "cache")
+    report = (first / "report.json").read_bytes()
     assert store.fetch(NEW, tmp_path / "cache") == first
     (first / "report.json").write_text("{}")
-    with pytest.raises(ArtifactError) as caught:
-        store.fetch(NEW, tmp_path / "cache")
-    assert caught.value.field == "report.json"
+    (first / "model.ubj").unlink()
+    # Damaged in the cache, not in the store: fetched again rather than refused.
+    assert store.fetch(NEW, tmp_path / "cache") == first
+    assert (first / "report.json").read_bytes() == report
+    assert verify(first).version == NEW
 
 
 def test_unknown_version_is_a_store_error(any_store: StoreUnderTest, tmp_path: Path) -> None:

@@ -128,12 +128,13 @@ def test_credentials_never_reach_the_logs_even_at_debug(
     command = [str(BIDFILTER), "--log-level", "DEBUG", "serve", "--store", uri]
     command += ["--s3-endpoint-url", s3_server, "--port", str(port)]
     command += ["--metrics-port", str(metrics_port), "--workers", "1", "--poll-s", "0.2"]
-    command += ["--cache-dir", str(tmp_path / "debug-cache")]
+    cache_dir = tmp_path / "debug-cache"
+    command += ["--cache-dir", str(cache_dir)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("BIDFILTER_")}
     env["BIDFILTER_LOG_LEVEL"] = "DEBUG"
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
-    server = RunningServer(process, port, metrics_port, log)
+    server = RunningServer(process, port, metrics_port, log, cache_dir)
     server_pool.started.append(server)
     server.wait_until(server.ready, timeout=60)
 

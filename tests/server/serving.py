@@ -28,6 +28,7 @@ class RunningServer:
     port: int
     metrics_port: int
     log: Path
+    cache_dir: Path
 
     def http(self, path: str, method: str = "GET") -> tuple[int, str]:
         request = urllib.request.Request(
@@ -88,6 +89,7 @@ class ServerPool:
         port, metrics_port = self.ports(), self.ports()
         n = len(self.started)
         log = self.workdir / f"server-{n}.log"
+        cache_dir = self.workdir / f"cache-{n}"
         command = [
             str(BIDFILTER),
             "serve",
@@ -100,14 +102,14 @@ class ServerPool:
             "--workers",
             str(workers),
             "--cache-dir",
-            str(self.workdir / f"cache-{n}"),
+            str(cache_dir),
         ]
         for name, value in flags.items():
             command += [f"--{name.replace('_', '-')}", str(value)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("BIDFILTER_")}
         with log.open("wb") as sink:
             process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
-        server = RunningServer(process, port, metrics_port, log)
+        server = RunningServer(process, port, metrics_port, log, cache_dir)
         self.started.append(server)
         server.wait_until(lambda: server.http("/healthz")[0] == 200)
         server.wait_until(lambda: "workers starting" not in server.http("/readyz")[1])

@@ -16,6 +16,7 @@ live here; each store only says how to move bytes.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import secrets
 import shutil
@@ -33,6 +34,8 @@ from bidfilter.artifact.manifest import (
     decode_manifest,
     verify,
 )
+
+log = logging.getLogger(__name__)
 
 DEFAULT_STORE_URI = ".bidfilter/store"
 
@@ -114,12 +117,18 @@ class ModelStore(ABC):
         The copy is assembled in a hidden staging directory, verified (every file's size and
         sha256, no file missing, no file extra) and only then renamed into place, so
         ``dest_dir/<version>`` either does not exist or is complete. If it already exists it is
-        re-verified and reused. Raises ``ArtifactError`` naming the first file that does not match.
+        re-verified and reused; a copy damaged since (a file deleted or changed in the cache) is
+        removed and fetched again. Raises ``ArtifactError`` naming the first file of the store's
+        copy that does not match.
         """
         manifest = self.read_manifest(version)
         target = dest_dir / version
         if target.exists():
-            return _reuse(target, manifest)
+            try:
+                return _reuse(target, manifest)
+            except ArtifactError as error:
+                log.warning("%s; fetching %s again", error, version)
+                shutil.rmtree(target)
         dest_dir.mkdir(parents=True, exist_ok=True)
         staging = dest_dir / f".{version}.{secrets.token_hex(4)}.partial"
         try:

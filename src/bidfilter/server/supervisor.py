@@ -69,6 +69,7 @@ class Supervisor:
         self._context = multiprocessing.get_context("spawn")
         self._board: MetricsBoard | None = None
         self._watcher: ModelWatcher | None = None
+        self._restores: set[asyncio.Task[bool]] = set()  # held: the loop keeps weak references
         self.monitor_errors = 0
         self.side_port = SidePortStats()
         self.failed_task: str | None = None  # a background task that ended: the server stops
@@ -216,10 +217,19 @@ class Supervisor:
             handle.generation = max(handle.generation, message[1])
         elif kind == "refused":
             log.error("worker %d refused generation %d: %s", handle.slot, message[1], message[2])
+            watcher = self._watcher
+            current = watcher.current if watcher is not None else None
+            if watcher is not None and current is not None and message[1] == current.generation:
+                # The watcher verified this version, so the cached copy was damaged since:
+                # fetch it again (the workers lacking it are then told to load it).
+                task = asyncio.create_task(watcher.restore(check_files=True))
+                self._restores.add(task)
+                task.add_done_callback(self._restores.discard)
 
     def _broadcast(self, version: LoadedVersion) -> None:
         for handle in self.workers.values():
-            if handle.process.is_alive():
+            # A version fetched again into the cache goes only to the workers that lack it.
+            if handle.process.is_alive() and handle.generation < version.generation:
                 # A dead pipe means a dead worker: the monitor replaces it, with this version.
                 with contextlib.suppress(OSError):
                     handle.control.send(("load", str(version.path), version.generation))
@@ -265,6 +275,8 @@ class Supervisor:
         wait = _RESPAWN_MIN_INTERVAL_S - (time.monotonic() - handle.started)
         if wait > 0:  # a worker dying at start would otherwise spin the CPU
             await asyncio.sleep(wait)
+        assert self._watcher is not None
+        await self._watcher.restore()  # the replacement loads from the cache: it must be there
         self._spawn(slot)
         self.restarts += 1
 

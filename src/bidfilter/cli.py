@@ -43,13 +43,20 @@ def _partner_recall(values: Sequence[str]) -> dict[str, float]:
 
 
 def _store(args: argparse.Namespace, settings: Settings, *, existing: bool = False) -> Any:
-    """The store the flags name; with ``existing``, a local one must already be there (reading
-    a mistyped path would otherwise look like an empty store)."""
+    """The store the flags name; with ``existing``, a local one must already be there."""
+    return _open_store(
+        args.store or settings.store,
+        args.s3_endpoint_url or settings.s3_endpoint_url,
+        existing=existing,
+    )
+
+
+def _open_store(uri: str, endpoint_url: str | None, *, existing: bool) -> Any:
+    """With ``existing``, a local store must already be there: reading a mistyped path would
+    otherwise look like an empty store (and a server would fail open on it for ever)."""
     from bidfilter.artifact import StoreError, open_store
 
-    store = open_store(
-        args.store or settings.store, endpoint_url=args.s3_endpoint_url or settings.s3_endpoint_url
-    )
+    store = open_store(uri, endpoint_url=endpoint_url)
     root = getattr(store, "root", None)  # local stores only: S3 prefixes exist once written to
     if existing and root is not None and not root.is_dir():
         raise StoreError("store", f"no model store at {root} (no such directory)")
@@ -263,14 +270,15 @@ _SERVE_FLAGS = (
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from bidfilter.artifact import open_store
     from bidfilter.server.supervisor import Supervisor
 
     overrides = {
         name: getattr(args, name) for name in _SERVE_FLAGS if getattr(args, name) is not None
     }
     settings = Settings(**{**settings.model_dump(), **overrides})
-    store = open_store(settings.store, endpoint_url=settings.s3_endpoint_url)
+    # An existing, empty store is served fail-open until a version appears; a missing one is
+    # more likely a typo than a store to come.
+    store = _open_store(settings.store, settings.s3_endpoint_url, existing=True)
     return Supervisor(settings, store).run()
 
 

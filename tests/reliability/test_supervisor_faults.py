@@ -97,6 +97,20 @@ def test_a_taken_metrics_port_stops_the_server_before_it_serves(
         assert probe.connect_ex(("127.0.0.1", port)) != 0
 
 
+def test_serve_refuses_a_local_store_that_does_not_exist(
+    tmp_path: Path, port_allocator: Callable[[], int]
+) -> None:
+    missing = tmp_path / "no-such-store"  # a typo would otherwise fail open for ever
+    port = port_allocator()
+    result = serve(port, port_allocator(), missing, tmp_path / "cache")
+    assert result.returncode == 2
+    assert f"no model store at {missing}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not missing.exists()
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
 def test_silent_side_port_connections_cannot_take_readyz_away(
     server_pool: ServerPool, trained_store: tuple[Path, str]
 ) -> None:

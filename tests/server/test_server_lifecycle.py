@@ -37,6 +37,7 @@ def test_no_model_fails_open_then_loads_when_published(
     logged_requests: list[tuple[bytes, list[str]]],
 ) -> None:
     empty = tmp_path / "empty-store"
+    empty.mkdir()  # an existing, empty store: a missing one is refused at start
     server = start_server(empty, wait_ready=False, poll_s=0.2)
     assert server.http("/readyz")[0] == 503
     openrtb, partners = logged_requests[0]
@@ -48,7 +49,7 @@ def test_no_model_fails_open_then_loads_when_published(
         assert response.model_version == ""
 
         # The store gets its first version: the server picks it up by itself.
-        shutil.copytree(trained_store[0], empty)
+        shutil.copytree(trained_store[0], empty, dirs_exist_ok=True)
         server.wait_until(server.ready, timeout=20)
         response = client.filter(openrtb, partners)
         assert response.outcome == Outcome.SCORED

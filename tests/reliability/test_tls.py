@@ -88,6 +88,7 @@ def issue(
     issuer: Issued | None = None,
     usage: x509.ObjectIdentifier | None = None,
     addresses: Sequence[x509.GeneralName] = (),
+    valid_days: tuple[float, float] = (-1, 365),
 ) -> Issued:
     """A P-256 key and its certificate (a CA when ``issuer`` is None), written as PEM files."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -106,8 +107,8 @@ def issue(
         .issuer_name(issuer_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_before(now + datetime.timedelta(days=valid_days[0]))
+        .not_valid_after(now + datetime.timedelta(days=valid_days[1]))
         .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
@@ -510,7 +511,7 @@ def test_serve_stops_at_startup_on_a_bad_tls_setting(
             "bidfilter",
             "serve",
             "--store",
-            str(tmp_path / "store"),
+            str(tmp_path),  # exists: the TLS setting is what is wrong
             "--port",
             str(port_allocator()),
             "--metrics-port",
@@ -530,6 +531,39 @@ def test_serve_stops_at_startup_on_a_bad_tls_setting(
     assert done.returncode == 2, done.stderr
     assert "tls_key:" in done.stderr and "Traceback" not in done.stderr
     assert "serving Thrift" not in done.stderr  # stopped before any worker started
+
+
+@pytest.mark.parametrize(
+    ("valid_days", "logged"),
+    [
+        ((-30, -1), "expired on"),
+        ((1, 30), "is not valid before"),
+        ((-1, 3), "expires on"),
+    ],
+)
+def test_a_certificate_past_or_near_its_end_is_logged_at_start(
+    pki: Pki,
+    trained_store: tuple[Path, str],
+    pool: ServerPool,
+    tmp_path: Path,
+    valid_days: tuple[float, float],
+    logged: str,
+) -> None:
+    """OpenSSL loads such a certificate silently; only verifying clients would find out."""
+    server_auth = ExtendedKeyUsageOID.SERVER_AUTH
+    issued = issue(tmp_path, "dated", issuer=pki.ca, usage=server_auth, valid_days=valid_days)
+    server = start_server(pool, trained_store[0], tls_cert=issued.cert, tls_key=issued.key)
+    log = server.log.read_text()
+    assert f"tls_cert {issued.cert} {logged}" in log
+    not_after = x509.load_pem_x509_certificate(issued.cert.read_bytes()).not_valid_after_utc
+    gauge = f"bidfilter_tls_certificate_expiry_timestamp_seconds {not_after.timestamp():.0f}"
+    assert gauge in server.http("/metrics")[1].splitlines()
+
+
+def test_a_certificate_well_within_its_validity_logs_no_warning(tls_server: RunningServer) -> None:
+    log = tls_server.log.read_text()
+    assert "TLS on the Thrift port" in log
+    assert "expires on" not in log and "expired on" not in log
 
 
 def test_client_tls_options_name_the_option(pki: Pki, tmp_path: Path) -> None:

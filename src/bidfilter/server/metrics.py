@@ -211,6 +211,7 @@ def render(
     store_poll_failures: int = 0,
     background_errors: dict[str, int] | None = None,
     side_port: SidePortStats | None = None,
+    tls_not_after: float | None = None,
 ) -> str:
     """Prometheus text exposition (format 0.0.4) of the summed counters."""
     lines: list[str] = []
@@ -326,6 +327,13 @@ def render(
             ("timed_out", side_port.timed_out),
         ):
             lines.append(f"bidfilter_side_port_connections_total{_labels(result=result)} {count}")
+    if tls_not_after is not None:  # alert on it: an expired certificate fails every handshake
+        metric(
+            "bidfilter_tls_certificate_expiry_timestamp_seconds",
+            "gauge",
+            "When the Thrift port's certificate stops being valid (Unix time).",
+        )
+        lines.append(f"bidfilter_tls_certificate_expiry_timestamp_seconds {tls_not_after:.0f}")
     for gauge, name, kind, help_text in (
         ("connections_open", "bidfilter_connections_open", "gauge", "Thrift connections open."),
         ("connections_total", "bidfilter_connections_total", "counter", "Connections accepted."),

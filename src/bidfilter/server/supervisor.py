@@ -24,7 +24,7 @@ from bidfilter.artifact import ModelStore
 from bidfilter.server.http_side import SidePortStats, serve_http
 from bidfilter.server.metrics import MetricsBoard, render
 from bidfilter.server.reload import LoadedVersion, ModelWatcher
-from bidfilter.server.tls import server_context
+from bidfilter.server.tls import certificate_not_after, server_context
 from bidfilter.server.worker import check_port_free, listening_socket, run_worker
 from bidfilter.settings import Settings
 
@@ -73,6 +73,7 @@ class Supervisor:
         self.monitor_errors = 0
         self.side_port = SidePortStats()
         self.failed_task: str | None = None  # a background task that ended: the server stops
+        self.tls_not_after: float | None = None
 
     def run(self) -> int:
         # Every worker builds its own TLS context; building one here first stops a bad
@@ -80,6 +81,8 @@ class Supervisor:
         if server_context(self.settings) is not None:
             mutual = " with client certificates required" if self.settings.tls_client_ca else ""
             log.info("TLS on the Thrift port%s", mutual)
+            not_after = certificate_not_after(self.settings)
+            self.tls_not_after = not_after.timestamp() if not_after else None
         asyncio.run(self._main())
         return 1 if self.failed_task else 0
 
@@ -355,5 +358,6 @@ class Supervisor:
                 "worker_monitor": self.monitor_errors,
             },
             side_port=self.side_port,
+            tls_not_after=self.tls_not_after,
         )
         return 200, "text/plain; version=0.0.4; charset=utf-8", text.encode()

@@ -12,6 +12,8 @@ per-connection protocol detection works unchanged.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import logging
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,11 @@ from typing import NoReturn
 
 from bidfilter.settings import Settings
 
+log = logging.getLogger(__name__)
+
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
+# A certificate this close to its end is logged as a warning at start: time to rotate it.
+EXPIRY_WARNING = datetime.timedelta(days=14)
 
 
 class TLSSettingsError(ValueError):
@@ -74,3 +80,36 @@ def _loading(field: str, path: Path, not_pem: str) -> Iterator[None]:
         raise TLSSettingsError(field, f"{path} {not_pem} ({error.reason or error})") from None
     except OSError as error:
         raise TLSSettingsError(field, f"cannot read {path}: {error.strerror or error}") from None
+
+
+def certificate_not_after(settings: Settings) -> datetime.datetime | None:
+    """When the server's certificate (the first in ``tls_cert``) stops being valid, logging at
+    start what clients that verify it will see: an error if it is expired or not yet valid,
+    a warning if it ends within ``EXPIRY_WARNING``. Call after ``server_context`` accepted it.
+
+    OpenSSL loads an expired certificate without a word and the server starts; only clients
+    find out, each with a handshake failure. ``cryptography`` parses it (``ssl`` cannot read a
+    certificate file without a handshake).
+    """
+    from cryptography import x509
+
+    if settings.tls_cert is None:
+        return None
+    with _loading("tls_cert", settings.tls_cert, "holds no PEM certificate"):
+        pem = settings.tls_cert.read_bytes()
+    try:
+        certificate = x509.load_pem_x509_certificate(pem)
+    except ValueError as error:  # OpenSSL took it; a stricter parser may not: not fatal
+        log.warning("tls_cert %s: cannot read its validity: %s", settings.tls_cert, error)
+        return None
+    start, end = certificate.not_valid_before_utc, certificate.not_valid_after_utc
+    now = datetime.datetime.now(datetime.UTC)
+    where = f"tls_cert {settings.tls_cert}"
+    if end <= now:
+        log.error("%s expired on %s: clients that verify it will refuse it", where, end)
+    elif start > now:
+        log.error("%s is not valid before %s: clients that verify it will refuse it", where, start)
+    elif end - now < EXPIRY_WARNING:
+        days = (end - now).total_seconds() / 86400
+        log.warning("%s expires on %s, in %.1f days: rotate it", where, end, days)
+    return end

@@ -622,6 +622,7 @@ class Figures:
     calls_answered: int
     calls_lost: int
     fail_open: int
+    calls_in_fault: int  # started during the fault: the ones the latencies are of
     p50_ms: float
     p99_ms: float
     max_ms: float
@@ -670,6 +671,7 @@ def _figures(
         calls_answered=len(calls) - len(lost),
         calls_lost=len(lost),
         fail_open=sum(c.outcome not in (None, Outcome.SCORED) for c in calls),
+        calls_in_fault=len(during),
         p50_ms=round(_percentile_ms(during, 50), 1),
         p99_ms=round(_percentile_ms(during, 99), 1),
         max_ms=round(max(during, default=0.0) * 1000, 1),
@@ -776,7 +778,10 @@ class Rollout(Figures):
     new_version: str = ""
     switched_s: dict[str, float] = field(default_factory=dict)  # per server, from the reference
     served_during_fault: dict[str, str | None] = field(default_factory=dict)
+    # Polls that gave up on the store: few or none, as botocore's timeouts (5 s to connect, 60 s
+    # to read, 3 attempts) outlast a short partition and a hung poll just resumes after it.
     poll_failures_during_fault: dict[str, int] = field(default_factory=dict)
+    published_before_heal_s: float = 0.0
     versions_during_fault: list[str] = field(default_factory=list)
     versions_after: list[str] = field(default_factory=list)  # calls after every server switched
 
@@ -839,6 +844,7 @@ def s3_partition(fleet: Fleet, requests: Requests, store_dir: Path) -> Rollout:
         fleet.set_link("s3", False)
         try:
             fleet.publish(version_dir)
+            published_at = time.monotonic()
             time.sleep(max(0.0, cut_at + PARTITION_FOR_S - time.monotonic()))
             served = {host: fleet.served_version(host) for host in SERVERS}
             failures = {
@@ -862,6 +868,12 @@ def s3_partition(fleet: Fleet, requests: Requests, store_dir: Path) -> Rollout:
         "heal -> new version served everywhere",
     )
     result.served_during_fault = served
+    result.published_before_heal_s = round(healed_at - published_at, 2)
+    given_up = ", ".join(f"{host} {n}" for host, n in sorted(failures.items()))
+    result.notes += (
+        f"; published {result.published_before_heal_s:.1f} s before the heal;"
+        f" polls given up meanwhile: {given_up}"
+    )
     result.poll_failures_during_fault = failures
     result.versions_during_fault = sorted(
         {str(c.version) for c in load.calls if cut_at <= c.started <= healed_at}

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from fleet_topology import (
     CALL_TIMEOUT_S,
+    POLL_S,
     RETRIES,
     SERVERS,
     Figures,
@@ -79,8 +80,9 @@ def test_s3_partitioned_during_a_rollout_serving_goes_on_and_the_new_version_fol
     report(result)
     assert_every_call_scored(result)
     assert result.p99_ms < P99_BOUND_MS
-    # Cut off: every server failed to reach the store, kept serving its version, ready.
-    assert all(failures >= 1 for failures in result.poll_failures_during_fault.values())
+    # Cut off: the new version was in S3 for several polls, yet every server kept serving
+    # (and answering with) the current one, and stayed ready.
+    assert result.published_before_heal_s >= 3 * POLL_S
     assert result.served_during_fault == dict.fromkeys(SERVERS, result.old_version)
     assert result.versions_during_fault == [result.old_version]
     # Healed: the version published meanwhile is served everywhere, and only it.

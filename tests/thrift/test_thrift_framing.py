@@ -190,6 +190,27 @@ def test_an_unframed_message_over_the_limit_is_refused_from_a_length(protocol: P
     with pytest.raises(MessageTooLargeError) as raised:
         decoder.feed(call[:40])  # the header and openrtb's length: not its 5000 bytes
     assert raised.value.size > 5000
+    assert raised.value.field == "request.openrtb"  # which length was too long
+
+
+def _huge_candidates_call(protocol: Protocol) -> bytes:
+    """A filter call whose candidates list announces 2**30 items and holds one."""
+    call = encode_filter_call(protocol, 7, FilterRequest(b"{}", ["a"]))
+    if protocol is Protocol.BINARY:
+        one, huge = b"\x0b\x00\x00\x00\x01\x00\x00\x00\x01a", b"\x0b\x40\x00\x00\x00"
+    else:  # a short list header (1 << 4 | string), then the long form with a varint count
+        one, huge = b"\x18\x01a", b"\xf8\x80\x80\x80\x80\x04"
+    assert call.count(one) == 1
+    return call.replace(one, huge + one[-2:] if protocol is Protocol.COMPACT else huge + one[5:])
+
+
+@pytest.mark.parametrize("protocol", list(Protocol))
+def test_a_length_past_the_end_of_a_frame_is_refused_naming_the_field(protocol: Protocol) -> None:
+    (rejected,) = ThriftConnectionDecoder().feed(frame(_huge_candidates_call(protocol)))
+    assert isinstance(rejected, RejectedCall)
+    assert (rejected.method, rejected.seqid) == ("filter", 7)
+    assert rejected.field == "request.candidates"
+    assert "announces more bytes than" in rejected.message
 
 
 @pytest.mark.parametrize("protocol", list(Protocol))

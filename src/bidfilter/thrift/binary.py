@@ -424,7 +424,7 @@ def read_filter_request(buf: bytes, pos: int, depth: int) -> tuple[FilterRequest
                 pos += 4
             else:
                 pos = _unexpected(buf, pos, ftype, fid, _FILTER_REQUEST_FIELDS, depth - 1)
-    except ThriftProtocolError as error:
+    except (ThriftProtocolError, IncompleteMessage) as error:
         raise error.within(_field_name(fid, _FILTER_REQUEST_FIELDS)) from None
     if openrtb is None:
         raise ThriftProtocolError("openrtb", "required field is missing")
@@ -471,7 +471,7 @@ def _read_decision_fields(buf: bytes, pos: int, depth: int) -> tuple[PartnerDeci
                 pos += 8
             else:
                 pos = _unexpected(buf, pos, ftype, fid, _DECISION_FIELDS, depth - 1)
-    except ThriftProtocolError as error:
+    except (ThriftProtocolError, IncompleteMessage) as error:
         raise error.within(_field_name(fid, _DECISION_FIELDS)) from None
     if (
         partner is None
@@ -524,7 +524,7 @@ def _read_decisions(buf: bytes, pos: int, depth: int) -> tuple[list[PartnerDecis
                     continue
             decision, pos = _read_decision_fields(buf, pos, depth)
             append(decision)
-    except ThriftProtocolError as error:
+    except (ThriftProtocolError, IncompleteMessage) as error:
         raise error.within(f"[{index}]") from None
     return decisions, pos
 
@@ -572,7 +572,7 @@ def read_filter_response(buf: bytes, pos: int, depth: int) -> tuple[FilterRespon
                 error_text, pos = _read_string(buf, pos)
             else:
                 pos = _unexpected(buf, pos, ftype, fid, _FILTER_RESPONSE_FIELDS, depth - 1)
-    except ThriftProtocolError as error:
+    except (ThriftProtocolError, IncompleteMessage) as error:
         raise error.within(_field_name(fid, _FILTER_RESPONSE_FIELDS)) from None
     if request_id is None or decisions is None or model_version is None or outcome is None:
         raise missing(_FILTER_RESPONSE_NAMES, (request_id, decisions, model_version, outcome))
@@ -606,7 +606,7 @@ def _read_thresholds(buf: bytes, pos: int) -> tuple[dict[str, float], int]:
     for index in range(count):
         try:
             key, pos = _read_string(buf, pos)
-        except ThriftProtocolError as error:
+        except (ThriftProtocolError, IncompleteMessage) as error:
             raise error.within(f"[{index}]") from None
         (thresholds[key],) = _double_from(buf, pos)
         pos += 8
@@ -636,7 +636,7 @@ def read_model_info(buf: bytes, pos: int, depth: int) -> tuple[ModelInfo, int]:
                 loaded_at, pos = _read_string(buf, pos)
             else:
                 pos = _unexpected(buf, pos, ftype, fid, _MODEL_INFO_FIELDS, depth - 1)
-    except ThriftProtocolError as error:
+    except (ThriftProtocolError, IncompleteMessage) as error:
         raise error.within(_field_name(fid, _MODEL_INFO_FIELDS)) from None
     if version is None or partners is None or thresholds is None or loaded_at is None:
         raise missing(_MODEL_INFO_NAMES, (version, partners, thresholds, loaded_at))
@@ -663,7 +663,7 @@ def _read_invalid_request(buf: bytes, pos: int, depth: int) -> tuple[InvalidRequ
                 field, pos = _read_string(buf, pos)
             else:
                 pos = _unexpected(buf, pos, ftype, fid, _INVALID_REQUEST_FIELDS, depth - 1)
-    except ThriftProtocolError as error:
+    except (ThriftProtocolError, IncompleteMessage) as error:
         raise error.within(_field_name(fid, _INVALID_REQUEST_FIELDS)) from None
     return InvalidRequest(message, field), pos + 1
 
@@ -690,7 +690,7 @@ def read_application_exception(buf: bytes, pos: int, depth: int) -> tuple[tuple[
                 pos += 4
             else:
                 pos = _unexpected(buf, pos, ftype, fid, _APPLICATION_EXCEPTION_FIELDS, depth - 1)
-    except ThriftProtocolError as error:
+    except (ThriftProtocolError, IncompleteMessage) as error:
         raise error.within(_field_name(fid, _APPLICATION_EXCEPTION_FIELDS)) from None
     return (exception_type, message), pos + 1
 
@@ -717,7 +717,7 @@ def _read_one_of(
                 )
             else:
                 value, pos = field[2](buf, pos, depth - 1)
-    except ThriftProtocolError as error:
+    except (ThriftProtocolError, IncompleteMessage) as error:
         known = fields.get(fid)
         raise error.within(known[0] if known is not None else f"#{fid}") from None
 
@@ -731,7 +731,7 @@ def _struct_list(read_item: Reader[_T]) -> Reader[list[_T]]:
             for index in range(count):  # noqa: B007 (index names the culprit on error)
                 item, pos = read_item(buf, pos, depth - 1)
                 items.append(item)
-        except ThriftProtocolError as error:
+        except (ThriftProtocolError, IncompleteMessage) as error:
             raise error.within(f"[{index}]") from None
         return items, pos
 

@@ -109,8 +109,10 @@ def decode_whole(read: Reader[_T], data: bytes, what: str) -> _T:
     """Read one value that must fill ``data`` exactly (truncation or trailing bytes refused)."""
     try:
         value, end = read(data, 0, MAX_DEPTH)
-    except (IncompleteMessage, struct.error, IndexError):
-        raise ThriftProtocolError(what, f"truncated: {len(data)} bytes end early") from None
+    except IncompleteMessage as incomplete:
+        raise incomplete.refusal(what, len(data)) from None
+    except (struct.error, IndexError):
+        raise IncompleteMessage(len(data) + 1).refusal(what, len(data)) from None
     except ThriftProtocolError as error:
         raise error.within(what) from None
     if end != len(data):

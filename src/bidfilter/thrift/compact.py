@@ -488,7 +488,7 @@ def read_filter_request(buf: bytes, pos: int, depth: int) -> tuple[FilterRequest
                 deadline_ms, pos = _read_i32(buf, pos)
             else:
                 pos = _unexpected(buf, pos, ctype, fid, _FILTER_REQUEST_FIELDS, depth - 1)
-    except ThriftProtocolError as error:
+    except (ThriftProtocolError, IncompleteMessage) as error:
         raise error.within(_field_name(fid, _FILTER_REQUEST_FIELDS)) from None
     if openrtb is None:
         raise ThriftProtocolError("openrtb", "required field is missing")
@@ -537,7 +537,7 @@ def _read_decision_fields(buf: bytes, pos: int, depth: int) -> tuple[PartnerDeci
                 pos += 8
             else:
                 pos = _unexpected(buf, pos, ctype, fid, _DECISION_FIELDS, depth - 1)
-    except ThriftProtocolError as error:
+    except (ThriftProtocolError, IncompleteMessage) as error:
         raise error.within(_field_name(fid, _DECISION_FIELDS)) from None
     if (
         partner is None
@@ -584,7 +584,7 @@ def _read_decisions(buf: bytes, pos: int, depth: int) -> tuple[list[PartnerDecis
                         continue
             decision, pos = _read_decision_fields(buf, pos, depth)
             append(decision)
-    except ThriftProtocolError as error:
+    except (ThriftProtocolError, IncompleteMessage) as error:
         raise error.within(f"[{index}]") from None
     return decisions, pos
 
@@ -634,7 +634,7 @@ def read_filter_response(buf: bytes, pos: int, depth: int) -> tuple[FilterRespon
                 error_text, pos = _read_string(buf, pos)
             else:
                 pos = _unexpected(buf, pos, ctype, fid, _FILTER_RESPONSE_FIELDS, depth - 1)
-    except ThriftProtocolError as error:
+    except (ThriftProtocolError, IncompleteMessage) as error:
         raise error.within(_field_name(fid, _FILTER_RESPONSE_FIELDS)) from None
     if request_id is None or decisions is None or model_version is None or outcome is None:
         raise missing(_FILTER_RESPONSE_NAMES, (request_id, decisions, model_version, outcome))
@@ -671,7 +671,7 @@ def _read_thresholds(buf: bytes, pos: int) -> tuple[dict[str, float], int]:
     for index in range(count):
         try:
             key, pos = _read_string(buf, pos)
-        except ThriftProtocolError as error:
+        except (ThriftProtocolError, IncompleteMessage) as error:
             raise error.within(f"[{index}]") from None
         (thresholds[key],) = _double_from(buf, pos)
         pos += 8
@@ -705,7 +705,7 @@ def read_model_info(buf: bytes, pos: int, depth: int) -> tuple[ModelInfo, int]:
                 loaded_at, pos = _read_string(buf, pos)
             else:
                 pos = _unexpected(buf, pos, ctype, fid, _MODEL_INFO_FIELDS, depth - 1)
-    except ThriftProtocolError as error:
+    except (ThriftProtocolError, IncompleteMessage) as error:
         raise error.within(_field_name(fid, _MODEL_INFO_FIELDS)) from None
     if version is None or partners is None or thresholds is None or loaded_at is None:
         raise missing(_MODEL_INFO_NAMES, (version, partners, thresholds, loaded_at))
@@ -736,7 +736,7 @@ def _read_invalid_request(buf: bytes, pos: int, depth: int) -> tuple[InvalidRequ
                 field, pos = _read_string(buf, pos)
             else:
                 pos = _unexpected(buf, pos, ctype, fid, _INVALID_REQUEST_FIELDS, depth - 1)
-    except ThriftProtocolError as error:
+    except (ThriftProtocolError, IncompleteMessage) as error:
         raise error.within(_field_name(fid, _INVALID_REQUEST_FIELDS)) from None
     return InvalidRequest(message, field), pos + 1
 
@@ -766,7 +766,7 @@ def read_application_exception(buf: bytes, pos: int, depth: int) -> tuple[tuple[
                 exception_type, pos = _read_i32(buf, pos)
             else:
                 pos = _unexpected(buf, pos, ctype, fid, _APPLICATION_EXCEPTION_FIELDS, depth - 1)
-    except ThriftProtocolError as error:
+    except (ThriftProtocolError, IncompleteMessage) as error:
         raise error.within(_field_name(fid, _APPLICATION_EXCEPTION_FIELDS)) from None
     return (exception_type, message), pos + 1
 
@@ -797,7 +797,7 @@ def _read_one_of(
                 )
             else:
                 value, pos = field[2](buf, pos, depth - 1)
-    except ThriftProtocolError as error:
+    except (ThriftProtocolError, IncompleteMessage) as error:
         raise error.within(_field_name(fid, {k: v[:2] for k, v in fields.items()})) from None
 
 
@@ -810,7 +810,7 @@ def _struct_list(read_item: Reader[_T]) -> Reader[list[_T]]:
             for index in range(count):  # noqa: B007 (index names the culprit on error)
                 item, pos = read_item(buf, pos, depth - 1)
                 items.append(item)
-        except ThriftProtocolError as error:
+        except (ThriftProtocolError, IncompleteMessage) as error:
             raise error.within(f"[{index}]") from None
         return items, pos
 

@@ -48,13 +48,16 @@ class ThriftProtocolError(ThriftError):
 
     def within(self, outer: str) -> ThriftProtocolError:
         """The same error, its ``field`` prefixed by the enclosing field (``outer.field``)."""
-        if not self.field:
-            field = outer
-        elif self.field.startswith("["):
-            field = outer + self.field
-        else:
-            field = f"{outer}.{self.field}"
-        return ThriftProtocolError(field, self.message)
+        return ThriftProtocolError(field_path(outer, self.field), self.message)
+
+
+def field_path(outer: str, inner: str) -> str:
+    """``outer.inner``, ``outer[3]`` for a list item, or ``outer`` alone."""
+    if not inner:
+        return outer
+    if inner.startswith("["):
+        return outer + inner
+    return f"{outer}.{inner}"
 
 
 class MessageTooLargeError(ThriftProtocolError):
@@ -99,8 +102,23 @@ class IncompleteMessage(Exception):  # noqa: N818 (a signal to wait for bytes, n
 
     ``needed`` is a lower bound of the buffer length, counted from the buffer's start, at which
     decoding can make progress; decoding a whole message turns this into a ThriftProtocolError.
+    ``field`` is the path of the field being read when the bytes ran out, so that a whole
+    message whose string or list announces more bytes than it holds is refused naming it.
     """
 
-    def __init__(self, needed: int) -> None:
+    def __init__(self, needed: int, field: str = "") -> None:
         super().__init__(needed)
         self.needed = needed
+        self.field = field
+
+    def within(self, outer: str) -> IncompleteMessage:
+        return IncompleteMessage(self.needed, field_path(outer, self.field))
+
+    def refusal(self, what: str, size: int) -> ThriftProtocolError:
+        """The error of a whole message of ``size`` bytes that ended early."""
+        if not self.field:
+            return ThriftProtocolError(what, f"truncated: {size} bytes end early")
+        return ThriftProtocolError(
+            field_path(what, self.field) if what != "message" else self.field,
+            f"truncated: announces more bytes than the {size} of the whole message",
+        )

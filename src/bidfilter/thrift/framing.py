@@ -158,8 +158,10 @@ class _MessageStream(Generic[_T]):
                     item, end = self._read_stream(stream_codec, buf, pos)
                 except IncompleteMessage as incomplete:
                     needed = incomplete.needed - pos
-                    if needed > limit:
-                        raise MessageTooLargeError(needed, limit) from None
+                    if needed > limit:  # named: a string or list announced too long
+                        raise MessageTooLargeError(
+                            needed, limit, incomplete.field or "message"
+                        ) from None
                     self._needed = needed
                     break
                 if end - pos > limit:

@@ -232,8 +232,8 @@ def decode_call(data: bytes, protocol: Protocol) -> DecodedCall:
     """
     try:
         call, _ = read_call(CODECS[protocol], data, 0, whole=True)
-    except IncompleteMessage:
-        raise ThriftProtocolError("message", f"truncated: {len(data)} bytes end early") from None
+    except IncompleteMessage as incomplete:
+        raise incomplete.refusal("message", len(data)) from None
     return call
 
 
@@ -302,12 +302,15 @@ def read_call(codec: Codec, buf: bytes, pos: int, *, whole: bool) -> tuple[Decod
             ), end
     except (IncompleteMessage, struct.error, IndexError) as incomplete:
         if whole:
+            if not isinstance(incomplete, IncompleteMessage):
+                incomplete = IncompleteMessage(len(buf) + 1)
+            refusal = incomplete.refusal("message", len(buf) - pos)
             return RejectedCall(
                 method,
                 seqid,
                 ApplicationExceptionType.PROTOCOL_ERROR,
-                "message",
-                f"truncated: {len(buf) - pos} bytes end early",
+                refusal.field,
+                refusal.message,
                 oneway,
             ), len(buf)
         if isinstance(incomplete, IncompleteMessage):
@@ -324,8 +327,8 @@ def decode_reply(data: bytes, protocol: Protocol) -> Reply:
     """
     try:
         reply, end = read_reply(CODECS[protocol], data, 0)
-    except IncompleteMessage:
-        raise ThriftProtocolError("message", f"truncated: {len(data)} bytes end early") from None
+    except IncompleteMessage as incomplete:
+        raise incomplete.refusal("message", len(data)) from None
     if end != len(data):
         raise ThriftProtocolError("message", f"{len(data) - end} unexpected bytes after the end")
     return reply
@@ -363,7 +366,7 @@ def _read_reply(codec: Codec, buf: bytes, pos: int) -> tuple[Reply, int]:
             value, end = codec.read_model_info_result(buf, pos, MAX_DEPTH)
         else:
             value, end = codec.read_ping_result(buf, pos, MAX_DEPTH)
-    except ThriftProtocolError as error:
+    except (ThriftProtocolError, IncompleteMessage) as error:
         raise error.within("result") from None
     if isinstance(value, InvalidRequest):
         invalid = RemoteInvalidRequestError(value.field, value.message, method=method, seqid=seqid)

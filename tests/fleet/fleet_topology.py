@@ -81,6 +81,7 @@ STORE_URI: Final = f"s3://{BUCKET}/bidfilter"
 POLL_S: Final = 1.0  # the servers' LATEST checks
 STARTUP_TIMEOUT_S: Final = 120.0  # numpy and xgboost imports on a busy 2-core machine
 
+_RELAY: Final = Path(__file__).with_name("impaired_link.py")
 # The last octet of each host's address; the client (root namespace) is .1.
 _OCTETS: Final = {"lb": 2, "server-1": 11, "server-2": 12, "s3": 30}
 
@@ -181,6 +182,8 @@ class Fleet:
             for name, octet in _OCTETS.items()
         }
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.relays: dict[str, subprocess.Popen[bytes]] = {}
+        self._checksums_finished = False
         self.stats_socket = workdir / "haproxy.sock"
         self.env = self._environment()
         self._namespaces: list[str] = []
@@ -269,6 +272,10 @@ class Fleet:
     def close(self) -> None:
         """Stop every process (SIGTERM, servers drain; then SIGKILL), remove every namespace
         and veth. Safe to call on a fleet built only in part."""
+        for relay in self.relays.values():
+            relay.kill()
+            relay.wait(5)
+        self.relays.clear()
         live = [name for name in self.hosts if self.hosts[name].netns in self._namespaces]
         for name in live:
             self.kill_all(name, signal.SIGTERM)
@@ -447,20 +454,67 @@ on-marked-down shutdown-sessions
         """The host's interface up or down: down, nothing of it reaches the wire."""
         _run("ip", "-n", self.hosts[host].netns, "link", "set", "eth0", "up" if up else "down")
 
-    def set_netem(self, host: str, spec: list[str] | None) -> None:
-        """``tc netem`` with ``spec`` on both ends of the host's link (each end shapes what it
-        sends, so both directions get the fault); ``None`` removes it."""
-        target = self.hosts[host]
-        for namespace, device in ((target.netns, "eth0"), (self.switch, target.switch_port)):
-            if spec is None:
-                subprocess.run(
-                    ["ip", "netns", "exec", namespace, "tc", "qdisc", "del", "dev", device, "root"],
-                    capture_output=True,
-                    check=False,  # none there: nothing to remove
-                )
-            else:
+    def _link_ends(self, host: str) -> list[tuple[str, str]]:
+        """(namespace, device) of both ends of the host's link: each shapes what it sends."""
+        return [(self.hosts[host].netns, "eth0"), (self.switch, self.hosts[host].switch_port)]
+
+    def impair(self, host: str, delay_ms: float, loss_percent: float) -> str:
+        """Delay and loss on the host's link, both ways; returns how it was done: ``tc
+        netem``, or where the kernel has no sch_netem, a user-space relay (impaired_link.py)."""
+        spec = ["delay", f"{delay_ms:g}ms", "loss", f"{loss_percent:g}%"]
+        try:
+            for namespace, device in self._link_ends(host):
                 _run("ip", "netns", "exec", namespace, "tc", "qdisc", "replace", "dev", device,
                      "root", "netem", *spec)  # fmt: skip
+        except RuntimeError as error:
+            if "qdisc kind is unknown" not in str(error):
+                raise
+        else:
+            return "tc netem"
+        self._start_relay(host, delay_ms, loss_percent)
+        return "a user-space relay (this kernel has no sch_netem)"
+
+    def _start_relay(self, host: str, delay_ms: float, loss_percent: float) -> None:
+        if not self._checksums_finished:
+            for other in self.hosts.values():
+                _run(*other.argv(str(self.python), str(_RELAY), "no-tx-checksum", "eth0"))
+            _run(str(self.python), str(_RELAY), "no-tx-checksum", self.client_veth)
+            self._checksums_finished = True
+        port, inner, outer = self.hosts[host].switch_port, f"q-{host}", f"b-{host}"
+        sw = self.switch
+        _run("ip", "-n", sw, "link", "add", inner, "type", "veth", "peer", "name", outer)
+        _run("ip", "-n", sw, "link", "set", outer, "master", "br0", "up")
+        _run("ip", "-n", sw, "link", "set", inner, "promisc", "on", "up")
+        log = self.workdir / f"relay-{host}.log"
+        with log.open("wb") as sink:
+            self.relays[host] = subprocess.Popen(
+                ["ip", "netns", "exec", sw, str(self.python), str(_RELAY), "relay", port, inner,
+                 "--delay-ms", str(delay_ms), "--loss", str(loss_percent / 100)],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        wait_until(lambda: b"relaying" in log.read_bytes(), f"the relay of {host}'s link", 10)
+        # Only now out of the bridge: the host's frames go through the relay from here on.
+        _run("ip", "-n", sw, "link", "set", port, "nomaster", "promisc", "on")
+
+    def clear_impairment(self, host: str) -> str:
+        """The host's link as it was; what the relay did, if one ran, else ''."""
+        for namespace, device in self._link_ends(host):
+            subprocess.run(
+                ["ip", "netns", "exec", namespace, "tc", "qdisc", "del", "dev", device, "root"],
+                capture_output=True,
+                check=False,  # none there: nothing to remove
+            )
+        relay = self.relays.pop(host, None)
+        if relay is None:
+            return ""
+        port, sw = self.hosts[host].switch_port, self.switch
+        _run("ip", "-n", sw, "link", "set", port, "promisc", "off", "master", "br0")
+        relay.terminate()
+        relay.wait(10)
+        _run("ip", "-n", sw, "link", "del", f"q-{host}")
+        return _tail(self.workdir / f"relay-{host}.log", 1)
 
     def kill_host(self, host: str) -> None:
         """The host dies as when its power is cut: its link goes down first, so that not even
@@ -495,7 +549,7 @@ on-marked-down shutdown-sessions
         """Every link up and without netem, every server back in service (restarted if dead)."""
         for host in self.hosts:
             self.set_link(host, True)
-            self.set_netem(host, None)
+            self.clear_impairment(host)
         for host in SERVERS:
             if host not in self.processes or self.processes[host].poll() is not None:
                 self._reap(host, 5)
@@ -686,7 +740,7 @@ def _figures(
 # --- scenarios ------------------------------------------------------------------------------------
 
 CALLS_BEFORE: Final = 200  # answered before a fault is injected
-LOSSY_SPEC: Final = ["delay", "20ms", "loss", "2%"]
+LOSSY: Final = (20.0, 2.0)  # ms of delay and % of loss, each way
 LOSSY_FOR_S: Final = 6.0
 PARTITION_FOR_S: Final = 8.0  # long enough for several of each server's polls to fail
 ROLLOUT_TIMEOUT_S: Final = 90.0  # a poll stuck in botocore's connect timeouts when it heals
@@ -752,11 +806,11 @@ def lossy_link(fleet: Fleet, requests: Requests, victim: str = "server-1") -> Lo
     with PacedLoad(*fleet.front, requests) as load:
         wait_until(lambda: len(load.calls) >= CALLS_BEFORE, "calls before the fault", 30)
         fault_at = time.monotonic()
-        fleet.set_netem(victim, LOSSY_SPEC)
         try:
+            how = fleet.impair(victim, *LOSSY)
             time.sleep(LOSSY_FOR_S)
         finally:
-            fleet.set_netem(victim, None)
+            relayed = fleet.clear_impairment(victim)
         healed_at = time.monotonic()
         wait_until(lambda: load.started_after(healed_at) >= 300, "calls after the fault", 30)
     last_hurt = _last_hurt_end(load.calls, fault_at)
@@ -767,7 +821,8 @@ def lossy_link(fleet: Fleet, requests: Requests, victim: str = "server-1") -> Lo
         (fault_at, healed_at),
         max(0.0, last_hurt - healed_at) if last_hurt else 0.0,
         "fault removed -> last slowed call answered",
-        f"netem {' '.join(LOSSY_SPEC)} on {victim}'s link for {LOSSY_FOR_S:g} s",
+        f"{LOSSY[0]:g} ms and {LOSSY[1]:g}% loss each way on {victim}'s link for"
+        f" {LOSSY_FOR_S:g} s, by {how}" + (f" ({relayed} frames)" if relayed else ""),
     )
     return LossyLink(**vars(figures), p50_before_ms=round(_percentile_ms(before, 50), 1))
 

@@ -31,7 +31,8 @@ def report(figures: Figures) -> None:
     print(
         f"\n{figures.scenario}: {figures.calls_sent} sent, {figures.calls_answered} answered,"
         f" {figures.calls_lost} lost, {figures.fail_open} failed open, {figures.retried} retried;"
-        f" during the fault p50 {figures.p50_ms} ms, p99 {figures.p99_ms} ms,"
+        f" {figures.calls_in_fault} started during the fault:"
+        f" p50 {figures.p50_ms} ms, p99 {figures.p99_ms} ms,"
         f" max {figures.max_ms} ms; {figures.recover_what}: {figures.recover_s} s; {figures.notes}"
     )
 

@@ -98,6 +98,6 @@ def test_a_deleted_store_is_logged_and_serving_goes_on(
     shutil.copytree(trained_store[0], store)
     server = server_pool(store, poll_s=0.2)
     shutil.rmtree(store)
-    server.wait_until(lambda: "no longer has a LATEST version" in server.log.read_text())
+    server.wait_until(lambda: "has no LATEST version any more" in server.log.read_text())
     assert scored(server, replay_requests[0][0])
     assert server.http("/readyz")[1].startswith(f"ready: {trained_store[1]}")

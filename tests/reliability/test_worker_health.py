@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import time
 from pathlib import Path
@@ -113,3 +114,34 @@ def test_ready_share_sets_how_many_workers_must_serve(
     finally:
         if os.path.exists(f"/proc/{stopped}"):
             os.kill(stopped, signal.SIGKILL)
+
+
+def test_a_worker_that_cannot_be_replaced_yet_is_retried_until_it_can(
+    server_pool,
+    trained_store: tuple[Path, str],
+    replay_requests,  # type: ignore[no-untyped-def]
+) -> None:
+    """EMFILE while spawning (no descriptor left for the worker's pipe) must not end the
+    monitor: it logs, counts, and replaces the worker once descriptors are free again."""
+    server = server_pool(trained_store[0])
+    supervisor = server.process.pid
+    before = worker_pids(server)[0]
+    limits = resource.prlimit(supervisor, resource.RLIMIT_NOFILE)
+    open_now = len(os.listdir(f"/proc/{supervisor}/fd"))
+    # The dead worker's pipe and sentinel are given back; below that nothing new can open.
+    resource.prlimit(supervisor, resource.RLIMIT_NOFILE, (open_now - 2, limits[1]))
+    try:
+        os.kill(before, signal.SIGKILL)
+        server.wait_until(lambda: "could not replace worker 0" in server.log.read_text())
+    finally:
+        resource.prlimit(supervisor, resource.RLIMIT_NOFILE, limits)
+    server.wait_until(
+        lambda: worker_pids(server).get(0) not in (None, before) and states(server)[0] == "ready"
+    )
+    assert scored(server, replay_requests[0][0])
+    errors = re.search(
+        r'^bidfilter_background_errors_total\{task="worker_monitor"\} (\d+)',
+        server.http("/metrics")[1],
+        re.MULTILINE,
+    )
+    assert errors is not None and int(errors.group(1)) >= 1

@@ -77,16 +77,16 @@ class ModelWatcher:
             log.info("model store %s answers again", self.store.uri)
             self._store_error_logged = False
         if latest is None:
-            if self.current is None:
-                log.warning("model store %s has no published version yet", self.store.uri)
-            elif not self._no_latest_logged:
-                # A store emptied or deleted under a running server: say so once, serve on.
-                log.warning(
-                    "model store %s no longer has a LATEST version (deleted?); still serving %s",
-                    self.store.uri,
-                    self.current.version,
-                )
+            if not self._no_latest_logged:  # once: a version is logged when one comes
                 self._no_latest_logged = True
+                if self.current is None:
+                    log.warning("model store %s has no published version yet", self.store.uri)
+                else:  # a store emptied or deleted under a running server: serve on
+                    log.warning(
+                        "model store %s has no LATEST version any more (deleted?); serving %s",
+                        self.store.uri,
+                        self.current.version,
+                    )
             return self.current
         self._no_latest_logged = False
         if (self.current is not None and latest == self.current.version) or latest in self.refused:

@@ -52,6 +52,7 @@ def test_a_version_that_makes_loading_raise_is_refused_and_the_next_one_loads(
         timeout=30,
     )
     assert server.http("/readyz")[1].startswith(f"ready: {trained_store[1]}")
+    assert not (server.cache_dir / bad).exists()  # refused: its verified copy is not kept
     good = copy_as_new_version(store, trained_store[1])
     server.wait_until(lambda: server.http("/readyz")[1].startswith(f"ready: {good}"), timeout=30)
     assert "ZeroDivisionError" in server.log.read_text()

@@ -17,7 +17,12 @@ from pydantic import ValidationError
 
 from bidfilter import __version__
 from bidfilter.settings import Settings, settings_error_lines
-from bidfilter.training.config import DatasetConfig, ModelConfig, TrainConfig
+from bidfilter.training.config import (
+    MIN_BIDS_TO_FILTER,
+    DatasetConfig,
+    ModelConfig,
+    TrainConfig,
+)
 
 log = logging.getLogger("bidfilter")
 
@@ -110,6 +115,8 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
             valid_fraction=args.valid_fraction,
             test_fraction=args.test_fraction,
             negative_rate=args.negative_rate,
+            vocabulary_min_count=args.vocabulary_min_count,
+            recency_half_life_days=args.recency_half_life_days or None,
             seed=args.seed,
         ),
         model=ModelConfig(
@@ -117,10 +124,12 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
             max_depth=args.max_depth,
             learning_rate=args.learning_rate,
             early_stopping_rounds=args.early_stopping,
+            early_stopping_per_partner=args.early_stopping_loss == "per-partner",
             seed=args.seed,
         ),
         target_recall=args.target_recall,
         partner_recall=_partner_recall(args.partner_recall),
+        min_validation_bids=args.min_validation_bids,
     )
 
 
@@ -573,6 +582,39 @@ def build_parser() -> argparse.ArgumentParser:
         default=_DATASET.negative_rate,
         help="share of non-bid training rows kept, reweighted to stay calibrated"
         f" (default {_DATASET.negative_rate})",
+    )
+    train.add_argument(
+        "--early-stopping-loss",
+        choices=["per-partner", "pooled"],
+        default="per-partner" if _MODEL.early_stopping_per_partner else "pooled",
+        help="what early stopping watches: the mean of the partners' validation log-losses"
+        " (per-partner, the default: every partner counts) or the log-loss of all rows (pooled:"
+        " the busiest partners decide)",
+    )
+    train.add_argument(
+        "--recency-half-life-days",
+        type=float,
+        default=_DATASET.recency_half_life_days or 0.0,
+        metavar="DAYS",
+        help="training rows weigh 0.5 ** (age / DAYS), age counted back from the validation"
+        f" period; 0 weighs all days alike (default {_DATASET.recency_half_life_days})",
+    )
+    train.add_argument(
+        "--vocabulary-min-count",
+        type=int,
+        default=_DATASET.vocabulary_min_count,
+        metavar="N",
+        help="a categorical value seen fewer times in training is out of vocabulary"
+        f" (default {_DATASET.vocabulary_min_count})",
+    )
+    train.add_argument(
+        "--min-validation-bids",
+        type=int,
+        default=TrainConfig().min_validation_bids,
+        metavar="N",
+        help="a partner with fewer validation bids gets a smoothed threshold (and under"
+        f" {MIN_BIDS_TO_FILTER} none: it is not filtered); report.json lists them"
+        f" (default {TrainConfig().min_validation_bids})",
     )
     train.add_argument(
         "--valid-fraction", type=float, default=0.1, help="validation share (default 0.1)"

@@ -45,8 +45,9 @@ sys.path[:0] = [
     str(Path(__file__).parents[1] / "server"),
     str(Path(__file__).parents[1] / "cluster"),
 ]
-from cluster_harness import logged_requests  # noqa: E402
-from serving import BIDFILTER, copy_as_new_version  # noqa: E402
+# logged_requests: re-exported, for the tests and the bench to read the requests they send.
+from cluster_harness import logged_requests as logged_requests  # noqa: E402
+from serving import copy_as_new_version  # noqa: E402
 
 from bidfilter.artifact import open_store  # noqa: E402
 from bidfilter.client import AsyncBidFilterClient, Outcome  # noqa: E402
@@ -60,17 +61,6 @@ from bidfilter.cluster import (  # noqa: E402
     show_stat,
 )
 from bidfilter.cluster.haproxy import check_config  # noqa: E402
-
-__all__ = [
-    "Figures",
-    "Fleet",
-    "FleetUnavailableError",
-    "host_kill",
-    "logged_requests",
-    "lossy_link",
-    "rolling_update",
-    "s3_partition",
-]
 
 SERVERS: Final = ("server-1", "server-2")
 THRIFT_PORT: Final = 9090  # the same on every host: each has its own network stack
@@ -98,8 +88,9 @@ SLOW_FLOOR_S: Final = 0.25
 # A version is published from inside the S3 host, over its loopback: the publisher (a CI
 # pipeline) still reaches S3 while the S3 host is partitioned away from the servers.
 _PUBLISH = (
-    "import sys; from pathlib import Path; from bidfilter.artifact import open_store;"
-    " open_store(sys.argv[1], endpoint_url=sys.argv[2]).publish(Path(sys.argv[3]))"
+    "import sys, time; from pathlib import Path; from bidfilter.artifact import open_store;"
+    " open_store(sys.argv[1], endpoint_url=sys.argv[2]).publish(Path(sys.argv[3]));"
+    " print(time.monotonic())"
 )
 
 Requests = list[tuple[bytes, list[str]]]
@@ -170,6 +161,7 @@ class Fleet:
 
     def __init__(self, workdir: Path, python: Path = Path(sys.executable)) -> None:
         self.haproxy = check_tools()
+        workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.python = python
         self.tag = f"bff{os.getpid()}"
@@ -256,7 +248,7 @@ class Fleet:
                 with suppress(ProcessLookupError):
                     os.kill(pid, signum)
             if signum != signal.SIGKILL:
-                return
+                return  # a polite signal: the caller waits for them to go
             time.sleep(0.05)
         raise RuntimeError(f"processes in {host} survive SIGKILL: {self.pids(host)}")
 
@@ -272,25 +264,29 @@ class Fleet:
     def close(self) -> None:
         """Stop every process (SIGTERM, servers drain; then SIGKILL), remove every namespace
         and veth. Safe to call on a fleet built only in part."""
-        for relay in self.relays.values():
-            relay.kill()
-            relay.wait(5)
-        self.relays.clear()
-        live = [name for name in self.hosts if self.hosts[name].netns in self._namespaces]
-        for name in live:
-            self.kill_all(name, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for name in live:
-            while self.pids(name) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            self.kill_all(name)
-            self._reap(name, 5)
-        # The root end first, explicitly: a namespace's devices are removed asynchronously
-        # after `ip netns del`, and the veth must be gone when this returns.
-        subprocess.run(["ip", "link", "del", self.client_veth], capture_output=True, check=False)
-        for netns in reversed(self._namespaces):
-            subprocess.run(["ip", "netns", "del", netns], capture_output=True, check=False)
-        self._namespaces.clear()
+        try:
+            for relay in self.relays.values():
+                relay.kill()
+                relay.wait(5)
+            self.relays.clear()
+            live = [name for name in self.hosts if self.hosts[name].netns in self._namespaces]
+            for name in live:
+                self.kill_all(name, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            for name in live:
+                while self.pids(name) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                self.kill_all(name)
+                self._reap(name, 5)
+        finally:
+            # The root end first, explicitly: a namespace's devices are removed asynchronously
+            # after `ip netns del`, and the veth must be gone when this returns.
+            subprocess.run(
+                ["ip", "link", "del", self.client_veth], capture_output=True, check=False
+            )
+            for netns in reversed(self._namespaces):
+                subprocess.run(["ip", "netns", "del", netns], capture_output=True, check=False)
+            self._namespaces.clear()
 
     # --- processes ------------------------------------------------------------------------------
 
@@ -317,7 +313,9 @@ class Fleet:
 
     def start_s3(self) -> None:
         # 0.0.0.0: the fleet reaches it on its address, the publisher on the host's loopback.
-        self._start("s3", [str(self.python), "-m", "moto.server", "-H", "0.0.0.0", "-p", "5000"])
+        self._start(
+            "s3", [str(self.python), "-m", "moto.server", "-H", "0.0.0.0", "-p", str(S3_PORT)]
+        )
 
         def answers() -> bool:
             self._check_alive("s3")
@@ -332,8 +330,10 @@ class Fleet:
             region_name=self.env["AWS_DEFAULT_REGION"],
         ).create_bucket(Bucket=BUCKET)
 
-    def publish(self, version_dir: Path) -> None:
-        """Publish a version to the S3 store (LATEST moves to it), from inside the S3 host."""
+    def publish(self, version_dir: Path) -> float:
+        """Publish a version to the S3 store from inside the S3 host; returns when LATEST moved
+        to it (``time.monotonic()``, one clock for every process here), read from the publisher:
+        its own exit can take longer than a server's next poll."""
         endpoint = f"http://127.0.0.1:{S3_PORT}"
         command = [str(self.python), "-c", _PUBLISH, STORE_URI, endpoint, str(version_dir)]
         done = subprocess.run(
@@ -346,6 +346,7 @@ class Fleet:
         )
         if done.returncode != 0:
             raise RuntimeError(f"publishing {version_dir.name} failed: {done.stderr.strip()}")
+        return float(done.stdout.split()[-1])
 
     def haproxy_config(self) -> str:
         lb = self.hosts["lb"].address
@@ -405,7 +406,7 @@ on-marked-down shutdown-sessions
     def start_server(self, host: str) -> None:
         """Start ``bidfilter serve`` on ``host`` and wait until HAProxy sends it traffic."""
         address = self.hosts[host].address
-        bidfilter = Path(self.python).parent / BIDFILTER.name
+        bidfilter = self.python.parent / "bidfilter"  # the venv's console script
         self._start(
             host,
             [
@@ -743,6 +744,9 @@ CALLS_BEFORE: Final = 200  # answered before a fault is injected
 LOSSY: Final = (20.0, 2.0)  # ms of delay and % of loss, each way
 LOSSY_FOR_S: Final = 6.0
 PARTITION_FOR_S: Final = 8.0  # long enough for several of each server's polls to fail
+# /readyz names a version once the supervisor has verified it; each worker swaps a moment
+# later: the calls started this long after every /readyz switched must all be of it.
+SETTLE_S: Final = 2.0
 ROLLOUT_TIMEOUT_S: Final = 90.0  # a poll stuck in botocore's connect timeouts when it heals
 
 
@@ -838,21 +842,41 @@ class Rollout(Figures):
     poll_failures_during_fault: dict[str, int] = field(default_factory=dict)
     published_before_heal_s: float = 0.0
     versions_during_fault: list[str] = field(default_factory=list)
-    versions_after: list[str] = field(default_factory=list)  # calls after every server switched
+    versions_after: list[str] = field(default_factory=list)  # calls SETTLE_S after the switch
 
 
-def _await_switch(fleet: Fleet, new: str, since: float) -> dict[str, float]:
-    """Seconds from ``since`` until each server serves ``new``, watched on its /readyz."""
-    switched: dict[str, float] = {}
+class SwitchWatch:
+    """Watches every server's /readyz from before a version is published, so that each switch
+    is timed when it happens, not when someone first looks after the publish."""
 
-    def everywhere() -> bool:
-        for host in SERVERS:
-            if host not in switched and fleet.served_version(host) == new:
-                switched[host] = round(time.monotonic() - since, 2)
-        return len(switched) == len(SERVERS)
+    def __init__(self, fleet: Fleet, version: str) -> None:
+        self.fleet = fleet
+        self.version = version
+        self.seen: dict[str, float] = {}  # server -> monotonic time it first served the version
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    wait_until(everywhere, f"{new} served everywhere", ROLLOUT_TIMEOUT_S)
-    return switched
+    def __enter__(self) -> SwitchWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and len(self.seen) < len(SERVERS):
+            for host in SERVERS:
+                if host not in self.seen and self.fleet.served_version(host) == self.version:
+                    self.seen[host] = time.monotonic()
+            time.sleep(0.02)
+
+    def wait(self, since: float) -> dict[str, float]:
+        """Seconds from ``since`` until each server served the version."""
+        self._thread.join(ROLLOUT_TIMEOUT_S)
+        if len(self.seen) < len(SERVERS):
+            raise TimeoutError(f"{self.version} not served everywhere in {ROLLOUT_TIMEOUT_S:g} s")
+        return {host: round(at - since, 2) for host, at in self.seen.items()}
 
 
 def _new_version(store_dir: Path) -> tuple[str, str, Path]:
@@ -885,7 +909,9 @@ def _rollout_figures(
         old_version=versions[0],
         new_version=versions[1],
         switched_s=switched,
-        versions_after=sorted({str(c.version) for c in load.calls if c.started > everywhere + 1}),
+        versions_after=sorted(
+            {str(c.version) for c in load.calls if c.started > everywhere + SETTLE_S}
+        ),
     )
 
 
@@ -897,21 +923,22 @@ def s3_partition(fleet: Fleet, requests: Requests, store_dir: Path) -> Rollout:
         failures_before = {host: fleet.store_poll_failures(host) for host in SERVERS}
         cut_at = time.monotonic()
         fleet.set_link("s3", False)
-        try:
-            fleet.publish(version_dir)
-            published_at = time.monotonic()
-            time.sleep(max(0.0, cut_at + PARTITION_FOR_S - time.monotonic()))
-            served = {host: fleet.served_version(host) for host in SERVERS}
-            failures = {
-                host: fleet.store_poll_failures(host) - failures_before[host] for host in SERVERS
-            }
-        finally:
-            fleet.set_link("s3", True)
-        healed_at = time.monotonic()
-        switched = _await_switch(fleet, new, healed_at)
+        with SwitchWatch(fleet, new) as watch:
+            try:
+                published_at = fleet.publish(version_dir)
+                time.sleep(max(0.0, cut_at + PARTITION_FOR_S - time.monotonic()))
+                served = {host: fleet.served_version(host) for host in SERVERS}
+                failures = {
+                    host: fleet.store_poll_failures(host) - failures_before[host]
+                    for host in SERVERS
+                }
+            finally:
+                fleet.set_link("s3", True)
+            healed_at = time.monotonic()
+            switched = watch.wait(healed_at)
         everywhere = healed_at + max(switched.values())
         wait_until(
-            lambda: load.started_after(everywhere + 1) >= 200, "calls on the new version", 30
+            lambda: load.started_after(everywhere + SETTLE_S) >= 200, "calls on the new version", 30
         )
     result = _rollout_figures(
         "S3 partitioned during a rollout",
@@ -941,12 +968,12 @@ def rolling_update(fleet: Fleet, requests: Requests, store_dir: Path) -> Rollout
     old, new, version_dir = _new_version(store_dir)
     with PacedLoad(*fleet.front, requests) as load:
         wait_until(lambda: len(load.calls) >= CALLS_BEFORE, "calls before the rollout", 30)
-        fleet.publish(version_dir)
-        published_at = time.monotonic()
-        switched = _await_switch(fleet, new, published_at)
+        with SwitchWatch(fleet, new) as watch:
+            published_at = fleet.publish(version_dir)
+            switched = watch.wait(published_at)
         everywhere = published_at + max(switched.values())
         wait_until(
-            lambda: load.started_after(everywhere + 1) >= 200, "calls on the new version", 30
+            lambda: load.started_after(everywhere + SETTLE_S) >= 200, "calls on the new version", 30
         )
     return _rollout_figures(
         "rolling model update",

@@ -9,11 +9,14 @@ from hypothesis import strategies as st
 
 from bidfilter.training.evaluate import (
     calibration_table,
+    drift,
     evaluate,
     log_loss,
     roc_auc,
     savings_recall_curve,
 )
+
+DAY_MS = 86_400_000
 
 
 def brute_force_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -92,3 +95,28 @@ def test_calibration_table_bins() -> None:
     table = calibration_table(p, y, bins=10)
     assert len(table["predicted"]) == 10
     assert np.allclose(table["predicted"], table["observed"], atol=0.03)
+
+
+def test_drift_flags_a_partner_whose_latest_day_departs_from_the_model() -> None:
+    rng = np.random.default_rng(0)
+    n = 20_000
+    ts = np.sort(rng.integers(0, 4 * DAY_MS, n))
+    codes = rng.integers(0, 2, n)
+    scores = rng.random(n)
+    bids = rng.random(n) < scores  # calibrated, a good ranking: for both partners...
+    latest = ts >= ts.max() - DAY_MS
+    changed = latest & (codes == 1)
+    bids[changed] = rng.random(int(changed.sum())) < 1 - scores[changed]  # ...until partner b's
+    result = drift(scores, bids, codes, ["a", "b"], ts)
+    assert result["drifted"] == ["b"]
+    a, b = result["partners"]["a"], result["partners"]["b"]
+    assert abs(a["auc_latest"] - a["auc"]) < 0.03 and 0.8 < a["calibration_latest"] < 1.25
+    assert b["auc_latest"] < 0.4 < b["auc"]
+
+
+def test_drift_says_nothing_from_a_few_bids() -> None:
+    ts = np.arange(100) * (DAY_MS // 10)
+    scores = np.linspace(0, 1, 100)
+    bids = scores > 0.95  # 5 bids in all
+    bids[-3:] = False
+    assert drift(scores, bids, np.zeros(100, dtype=np.int64), ["a"], ts)["drifted"] == []

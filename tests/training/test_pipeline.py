@@ -11,7 +11,7 @@ import pytest
 from bidfilter.artifact import open_store, verify
 from bidfilter.features import FeatureSpec
 from bidfilter.training.config import DatasetConfig, ModelConfig, TrainConfig
-from bidfilter.training.dataset import build_dataset
+from bidfilter.training.dataset import build_dataset, recency_weights
 from bidfilter.training.model import BidModel
 from bidfilter.training.pipeline import train
 from bidfilter.training.thresholds import partner_thresholds
@@ -71,7 +71,14 @@ def test_time_split_puts_latest_traffic_in_test(synth_logs: Path) -> None:
     # Negatives are subsampled in training only, and weighted back up.
     assert data.train.weights is not None
     assert data.valid.weights is None and data.test.weights is None
-    assert set(np.unique(data.train.weights)) == {1.0, 1.0 / DatasetConfig().negative_rate}
+    config = DatasetConfig()
+    assert config.recency_half_life_days is not None
+    valid_start_ms = data.valid_start.timestamp() * 1000
+    recency = recency_weights(data.train.ts, int(valid_start_ms), config.recency_half_life_days)
+    assert 0 < recency.min() < recency.max() <= 1  # older rows weigh less
+    sampling = np.round(data.train.weights / recency, 3)
+    assert set(np.unique(sampling)) == {1.0, 1.0 / config.negative_rate}
+    assert (sampling[data.train.bids] == 1.0).all()
     assert np.isfinite(data.test.features[:, hour]).all()
 
 

@@ -32,7 +32,7 @@ from bidfilter.logs import iter_log_batches
 from bidfilter.openrtb import InvalidRequestError, parse_bid_request
 from bidfilter.scoring.serving_model import ServingModel
 from bidfilter.training.config import DatasetConfig, ModelConfig
-from bidfilter.training.dataset import SplitRows, build_dataset
+from bidfilter.training.dataset import SplitRows, build_dataset, recency_weights
 from bidfilter.training.spark import fit_on_spark
 from bidfilter.training.spark_dataset import SparkDataset, build_spark_dataset
 
@@ -121,6 +121,7 @@ def _spark_rows(rows: pa.Table, split: int) -> tuple[np.ndarray, ...]:
         rows.column("bid").to_numpy(),
         rows.column("oracle_p").to_numpy(),
         rows.column("weight").to_numpy(),
+        rows.column("ts_ms").to_numpy(),
     )
 
 
@@ -151,12 +152,12 @@ def test_spark_rows_equal_local_rows(
         mine = _local_rows(split, ids, partners)
         theirs = _spark_rows(spark_rows, code)
         assert len(theirs[0]) == len(split) > 1000
-        for expected, actual in zip(mine, theirs[:-1], strict=True):
+        for expected, actual in zip(mine, theirs[:-2], strict=True):
             np.testing.assert_array_equal(actual, expected)
-        assert (theirs[-1] == 1.0).all()
+        assert (theirs[-2] == 1.0).all()  # recency weights training rows only
 
     # Training rows: every bid, a share of the non-bids weighted back up, each row as locally.
-    request_ids, row_partners, features, bids, oracle, weights = _spark_rows(spark_rows, 0)
+    request_ids, row_partners, features, bids, oracle, weights, ts = _spark_rows(spark_rows, 0)
     assert len(bids) == spark_data.summary.rows["train"]
     local_ids, local_partners, local_features, local_bids, local_oracle = _local_rows(
         local.train, ids, partners
@@ -168,8 +169,11 @@ def test_spark_rows_equal_local_rows(
     np.testing.assert_array_equal(oracle, local_oracle[at])
     assert bids.sum() == local_bids.sum()
     rate = CONFIG.negative_rate
-    assert set(np.unique(weights[bids])) == {1.0}
-    assert set(np.unique(weights[~bids])) == {np.float32(1 / rate)}
+    assert CONFIG.recency_half_life_days is not None
+    valid_start_ms = int(spark_data.summary.valid_start.timestamp() * 1000)
+    recency = recency_weights(ts, valid_start_ms, CONFIG.recency_half_life_days)
+    np.testing.assert_allclose(weights[bids], recency[bids], rtol=1e-5)
+    np.testing.assert_allclose(weights[~bids], recency[~bids] / rate, rtol=1e-5)
     kept_share = (~bids).sum() / (~local_bids).sum()
     assert 0.8 * rate < kept_share < 1.2 * rate
 

@@ -5,7 +5,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bidfilter.training.thresholds import partner_thresholds, recall_threshold
+from bidfilter.training.config import MIN_BIDS_TO_FILTER
+from bidfilter.training.thresholds import (
+    partner_thresholds,
+    recall_threshold,
+    smoothed_threshold,
+)
 
 
 @given(
@@ -42,3 +47,29 @@ def test_per_partner_thresholds_and_overrides() -> None:
     assert result == {"a": pytest.approx(0.2), "b": pytest.approx(0.6)}
     with pytest.raises(ValueError, match="unknown partner"):
         partner_thresholds(scores, bids, codes, ["a", "b"], 0.75, {"zz": 0.9})
+
+
+def test_a_smoothed_threshold_varies_less_between_samples_than_the_lowest_bid() -> None:
+    """A sparse partner: 60 validation bids. The plain order statistic at 0.99 recall is the
+    lowest score, so it swings with one bid; the smoothed one leans on all of the low ones."""
+    for target in (0.99, 0.95):
+        rng = np.random.default_rng(0)
+        plain, smoothed = [], []
+        for _ in range(300):
+            scores = rng.beta(2, 5, size=60)
+            plain.append(recall_threshold(scores, target))
+            smoothed.append(smoothed_threshold(scores, target))
+        assert np.std(smoothed) < 0.97 * np.std(plain)
+        # Near the same place on average: it estimates the same quantile.
+        assert abs(np.mean(smoothed) - np.mean(plain)) < 0.01
+
+
+def test_too_few_bids_are_not_filtered_and_sparse_partners_are_smoothed() -> None:
+    assert smoothed_threshold(np.array([0.5] * (MIN_BIDS_TO_FILTER - 1)), 0.99) == 0.0
+    rng = np.random.default_rng(1)
+    scores = np.concatenate([rng.random(50), rng.random(500)])
+    codes = np.repeat([0, 1], [50, 500])
+    bids = np.ones(len(scores), dtype=bool)
+    result = partner_thresholds(scores, bids, codes, ["sparse", "busy"], 0.99, min_bids=200)
+    assert result["sparse"] == pytest.approx(smoothed_threshold(scores[:50], 0.99))
+    assert result["busy"] == recall_threshold(scores[50:], 0.99)

@@ -6,6 +6,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+# Fewer validation bids than this and a partner is not filtered at all: no estimate of a low
+# quantile from a handful of scores is worth a lost bid.
+MIN_BIDS_TO_FILTER = 10
+
 
 @dataclass(frozen=True, slots=True)
 class DatasetConfig:
@@ -16,6 +20,10 @@ class DatasetConfig:
     negative_rate: float = 0.2
     vocabulary_size: int = 5000
     vocabulary_min_count: int = 10
+    # Training rows weigh 0.5 ** (age / half-life), age counted back from the validation period:
+    # partners change what they buy, and the latest days say most about the next ones. None: all
+    # days alike.
+    recency_half_life_days: float | None = 14.0
     seed: int = 0
     batch_size: int = 32_768
 
@@ -26,6 +34,8 @@ class DatasetConfig:
             raise ValueError("valid_fraction + test_fraction must leave rows to train on")
         if not 0 < self.negative_rate <= 1:
             raise ValueError("negative_rate must be in (0, 1]")
+        if self.recency_half_life_days is not None and not self.recency_half_life_days > 0:
+            raise ValueError("recency_half_life_days must be positive (or None: no weighting)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +57,9 @@ class ModelConfig:
     # Early stopping watches this many validation rows at most (a random, fixed subset): scoring
     # all of them after every tree costs more than the tree itself on a million requests.
     early_stopping_rows: int = 500_000
+    # Early stopping watches the mean of the partners' validation log-losses, not the pooled
+    # one: pooled, the busiest partners decide when to stop and the others get too few trees.
+    early_stopping_per_partner: bool = True
     threads: int | None = None
     seed: int = 0
 
@@ -74,6 +87,9 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     target_recall: float = 0.99
     partner_recall: Mapping[str, float] = field(default_factory=dict)
+    # Below this many validation bids a partner's threshold is a smoothed quantile of its bids'
+    # scores (reported as sparse): the plain order statistic hinges on the single lowest bid.
+    min_validation_bids: int = 200
 
     def __post_init__(self) -> None:
         for partner, recall in {"*": self.target_recall, **self.partner_recall}.items():

@@ -37,6 +37,7 @@ class SplitRows:
     weights: np.ndarray | None  # (n,) float32; set when negatives were subsampled
     oracle_p: np.ndarray  # (n,) float32, NaN where the logs carry no oracle
     requests: np.ndarray  # (n,) int64: which valid logged request (in log order) each row is of
+    ts: np.ndarray  # (n,) int64: when its request was received (epoch ms)
 
     def __len__(self) -> int:
         return len(self.bids)
@@ -50,6 +51,7 @@ class SplitRows:
             weights=None if self.weights is None else self.weights[rows],
             oracle_p=self.oracle_p[rows],
             requests=self.requests[rows],
+            ts=self.ts[rows],
         )
 
 
@@ -100,6 +102,13 @@ def split_points(
 def split_of(ts: np.ndarray, valid_start: int, test_start: int) -> np.ndarray:
     """Each request's split by its ``ts`` (epoch ms): 0 train, 1 validation, 2 test (int8)."""
     return np.where(ts < valid_start, 0, np.where(ts < test_start, 1, 2)).astype(np.int8)
+
+
+def recency_weights(ts_ms: np.ndarray, until_ms: int, half_life_days: float) -> np.ndarray:
+    """0.5 ** (age / half-life) per row, its age counted back from ``until_ms`` (float32)."""
+    age_days = np.maximum(until_ms - ts_ms, 0) / 86_400_000
+    weights: np.ndarray = np.power(0.5, age_days / half_life_days).astype(np.float32)
+    return weights
 
 
 def build_dataset(
@@ -201,6 +210,11 @@ def build_dataset(
             weights = np.where(bid_of_pair[chosen], 1.0, 1.0 / config.negative_rate).astype(
                 np.float32
             )
+        if split == 0 and config.recency_half_life_days is not None:
+            recency = recency_weights(
+                ts_all[requests_of_pair[chosen]], valid_start, config.recency_half_life_days
+            )
+            weights = recency if weights is None else weights * recency
         features = np.empty((len(chosen), matrix.shape[1] + 1), dtype=np.float32)
         features[:, :-1] = matrix[requests_of_pair[chosen]]
         features[:, -1] = partner_code[chosen]
@@ -211,6 +225,7 @@ def build_dataset(
             weights=weights,
             oracle_p=oracle_of_pair[chosen],
             requests=requests_of_pair[chosen],
+            ts=ts_all[requests_of_pair[chosen]],
         )
 
     return TrainingData(

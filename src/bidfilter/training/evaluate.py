@@ -138,3 +138,62 @@ def calibration_table(
         "observed": [float(bids[g].mean()) for g in groups],
         "count": [float(len(g)) for g in groups],
     }
+
+
+# A partner is flagged as drifting when, on the latest day of the test period, its AUC is this
+# much below the whole period's, or its calibration (mean score over bid rate) off by this factor.
+DRIFT_AUC_DROP = 0.05
+DRIFT_CALIBRATION_FACTOR = 1.5
+DRIFT_MIN_BIDS = 20  # on the latest day; fewer say nothing either way
+_DAY_MS = 86_400_000
+
+
+def drift(
+    scores: np.ndarray,
+    bids: np.ndarray,
+    partner_codes: np.ndarray,
+    partners: Sequence[str],
+    ts_ms: np.ndarray,
+) -> dict[str, Any]:
+    """Per partner, how its behaviour on the latest day of the test rows departs from what the
+    model learned: AUC and calibration on that day vs the whole test period."""
+    if len(ts_ms) == 0:
+        return {"latest_day_start_ms": None, "partners": {}, "drifted": []}
+    latest_start = int(ts_ms.max()) - _DAY_MS
+    latest = ts_ms >= latest_start
+    per_partner: dict[str, Any] = {}
+    for code, partner in enumerate(partners):
+        mine = partner_codes == code
+        recent = mine & latest
+        entry = {
+            "auc": roc_auc(scores[mine], bids[mine]),
+            "auc_latest": roc_auc(scores[recent], bids[recent]),
+            "calibration": _calibration(scores[mine], bids[mine]),
+            "calibration_latest": _calibration(scores[recent], bids[recent]),
+            "bids_latest": int(bids[recent].sum()),
+        }
+        entry["drifted"] = _drifted(entry)
+        per_partner[partner] = entry
+    return {
+        "latest_day_start_ms": latest_start,
+        "partners": per_partner,
+        "drifted": [partner for partner, entry in per_partner.items() if entry["drifted"]],
+    }
+
+
+def _calibration(scores: np.ndarray, bids: np.ndarray) -> float | None:
+    """Mean predicted over observed bid rate: 1 is calibrated, above 1 the model expects more."""
+    observed = float(bids.mean()) if len(bids) else 0.0
+    return float(scores.mean()) / observed if observed > 0 else None
+
+
+def _drifted(entry: dict[str, Any]) -> bool:
+    if entry["bids_latest"] < DRIFT_MIN_BIDS:
+        return False
+    auc, latest = entry["auc"], entry["auc_latest"]
+    if auc is not None and latest is not None and auc - latest > DRIFT_AUC_DROP:
+        return True
+    ratio = entry["calibration_latest"]
+    return (
+        ratio is not None and not 1 / DRIFT_CALIBRATION_FACTOR <= ratio <= DRIFT_CALIBRATION_FACTOR
+    )

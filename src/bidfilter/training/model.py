@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,17 @@ def _matrix(
     )
 
 
+def partner_balanced_weights(partners: np.ndarray) -> np.ndarray:
+    """Row weights under which every partner's rows weigh the same in total (mean weight 1), so
+    that a weighted log-loss is the mean of the partners' own log-losses."""
+    counts = np.bincount(partners).astype(np.float64)
+    present = int(np.count_nonzero(counts))
+    per_row = np.zeros(len(counts))
+    np.divide(len(partners) / max(present, 1), counts, where=counts > 0, out=per_row)
+    weights: np.ndarray = per_row[partners].astype(np.float32)
+    return weights
+
+
 class BidModel:
     """A trained booster together with the feature spec it expects."""
 
@@ -65,6 +77,8 @@ class BidModel:
             valid = valid.take(
                 np.sort(rng.choice(len(valid), config.early_stopping_rows, replace=False))
             )
+        if config.early_stopping_per_partner:
+            valid = replace(valid, weights=partner_balanced_weights(valid.partners))
         valid_matrix = _matrix(valid, spec, config.max_bin, ref=train_matrix)
         booster = xgb.train(
             config.params(),

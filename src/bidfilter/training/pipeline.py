@@ -23,9 +23,9 @@ from tqdm import tqdm
 
 from bidfilter.artifact import ModelStore, new_version_id, write_manifest
 from bidfilter.features import FEATURE_SPEC_VERSION, FeatureSpec
-from bidfilter.training.config import TrainConfig
+from bidfilter.training.config import MIN_BIDS_TO_FILTER, TrainConfig
 from bidfilter.training.dataset import TrainingData, build_dataset, count_rows
-from bidfilter.training.evaluate import calibration_table, evaluate
+from bidfilter.training.evaluate import calibration_table, drift, evaluate
 from bidfilter.training.model import MODEL_FILE, BidModel
 from bidfilter.training.plots import (
     CALIBRATION_PLOT,
@@ -106,6 +106,7 @@ class ScoredRows:
     bids: np.ndarray  # (n,) bool
     partners: np.ndarray  # (n,) int32 partner codes
     oracle_p: np.ndarray  # (n,) float32, NaN where the logs carry no oracle
+    ts: np.ndarray | None = None  # (n,) int64 epoch ms; None where the engine does not keep it
 
     @property
     def oracle(self) -> np.ndarray | None:
@@ -135,23 +136,54 @@ def _report(
     model: BidModel,
     config: TrainConfig,
     thresholds: dict[str, float],
+    valid: ScoredRows,
     test: ScoredRows,
 ) -> dict[str, Any]:
     spec = data.spec
     oracle = test.oracle
     metrics = evaluate(test.scores, test.bids, test.partners, spec.partners, thresholds, oracle)
+    validation_bids = np.bincount(valid.partners[valid.bids], minlength=len(spec.partners))
     partners = {
         partner: {
             "threshold": thresholds[partner],
             "target_recall": config.partner_recall.get(partner, config.target_recall),
+            "validation_bids": int(validation_bids[code]),
+            "threshold_method": _threshold_method(
+                int(validation_bids[code]), config.min_validation_bids
+            ),
             "test": metrics["partners"][partner],
         }
-        for partner in spec.partners
+        for code, partner in enumerate(spec.partners)
     }
+    warnings = [
+        f"{partner}: {entry['validation_bids']} validation bids (< {config.min_validation_bids}):"
+        + (
+            " not filtered"
+            if entry["threshold_method"] == "unfiltered"
+            else " smoothed threshold, less certain recall"
+        )
+        for partner, entry in partners.items()
+        if entry["threshold_method"] != "quantile"
+    ]
+    drifts = (
+        drift(test.scores, test.bids, test.partners, spec.partners, test.ts)
+        if test.ts is not None
+        else None
+    )
+    if drifts is not None:
+        warnings += [
+            f"{partner}: behaviour on the latest day departs from the model"
+            f" (AUC {_figure(entry['auc_latest'])} vs {_figure(entry['auc'])}, calibration"
+            f" {_figure(entry['calibration_latest'])} vs {_figure(entry['calibration'])})"
+            for partner, entry in drifts["partners"].items()
+            if entry["drifted"]
+        ]
     return {
         "target_recall": config.target_recall,
         "test": metrics["overall"],
         "partners": partners,
+        "warnings": warnings,
+        "drift": drifts,
         "calibration": calibration_table(test.scores, test.bids),
         "data": {
             "start": data.data_start.isoformat(),
@@ -167,6 +199,16 @@ def _report(
         },
         "model": {**asdict(config.model), "trees": model.trees},
     }
+
+
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _threshold_method(validation_bids: int, min_bids: int) -> str:
+    if validation_bids >= min_bids:
+        return "quantile"
+    return "smoothed" if validation_bids >= MIN_BIDS_TO_FILTER else "unfiltered"
 
 
 def train(
@@ -192,7 +234,7 @@ def train(
     stage(f"trained {model.trees} trees")
 
     valid, test = (
-        ScoredRows(model.predict(rows.features), rows.bids, rows.partners, rows.oracle_p)
+        ScoredRows(model.predict(rows.features), rows.bids, rows.partners, rows.oracle_p, rows.ts)
         for rows in (data.valid, data.test)
     )
     return publish_trained(model, summary, valid, test, config, store, stage, started)
@@ -220,8 +262,9 @@ def publish_trained(
         data.spec.partners,
         config.target_recall,
         config.partner_recall,
+        min_bids=config.min_validation_bids,
     )
-    report = _report(data, model, config, thresholds, test)
+    report = _report(data, model, config, thresholds, valid, test)
     metrics = report["test"]
     stage(
         f"test: auc {metrics['auc']:.4f}, bid recall {metrics['bid_recall']:.4f},"

@@ -104,7 +104,7 @@ def score_on_spark(data: SparkDataset, model: BidModel) -> tuple[ScoredRows, Sco
     spark = data.rows.sparkSession
     scored = (
         data.rows.where(sf.col("split") != 0)
-        .select("split", "partner_code", "bid", "oracle_p", "features")
+        .select("split", "ts_ms", "partner_code", "bid", "oracle_p", "features")
         .mapInArrow(
             partial(
                 bid_probabilities,
@@ -116,15 +116,17 @@ def score_on_spark(data: SparkDataset, model: BidModel) -> tuple[ScoredRows, Sco
         )
         .toArrow()
     )
-    split, scores, bids, partners, oracle = (
+    split, scores, bids, partners, oracle, ts = (
         scored.column(name).to_numpy()
-        for name in ("split", "score", "bid", "partner_code", "oracle_p")
+        for name in ("split", "score", "bid", "partner_code", "oracle_p", "ts_ms")
     )
     del scored  # the largest thing the driver holds: keep one copy of it
 
     def rows_of(code: int) -> ScoredRows:
         chosen = split == code
-        return ScoredRows(scores[chosen], bids[chosen], partners[chosen], oracle[chosen])
+        return ScoredRows(
+            scores[chosen], bids[chosen], partners[chosen], oracle[chosen], ts[chosen]
+        )
 
     return rows_of(1), rows_of(2)
 

@@ -165,6 +165,11 @@ def build_spark_dataset(
         draw = uniform_draw(sf.lit(config.seed), sf.lit("negatives"), "request_id", "partner")
         rows = rows.where(~is_train | is_bid | (draw < config.negative_rate))
     weight = sf.when(is_train & ~is_bid, 1.0 / config.negative_rate).otherwise(1.0)
+    if config.recency_half_life_days is not None:
+        # As locally (recency_weights): older training rows weigh less.
+        age_days = sf.greatest(sf.lit(valid_start) - sf.col("ts_ms"), sf.lit(0)) / 86_400_000
+        recency = sf.pow(sf.lit(0.5), age_days / config.recency_half_life_days)
+        weight = sf.when(is_train, weight * recency).otherwise(weight)
     rows = rows.withColumn("weight", weight.cast("float")).persist(StorageLevel.MEMORY_AND_DISK)
     split_rows: dict[int, int] = dict(rows.groupBy("split").count().collect())
     summary = DatasetSummary(

@@ -30,10 +30,12 @@ REQUEST_FACTS_SCHEMA = ", ".join(
     ]
 )
 MODEL_ROWS_SCHEMA = (
-    "request_id string, partner string, partner_code int, split byte, bid boolean,"
+    "request_id string, ts_ms long, partner string, partner_code int, split byte, bid boolean,"
     " oracle_p float, features array<float>"
 )
-SCORES_SCHEMA = "split byte, partner_code int, bid boolean, oracle_p float, score double"
+SCORES_SCHEMA = (
+    "split byte, ts_ms long, partner_code int, bid boolean, oracle_p float, score double"
+)
 _NO_CATEGORICAL_VALUES: tuple[None, ...] = (None,) * len(CATEGORICAL_FEATURES)
 
 
@@ -109,6 +111,7 @@ def model_rows(
         yield pa.RecordBatch.from_arrays(
             [
                 batch.column("request_id").take(pa.array(requests)),
+                pa.array(ts[requests], pa.int64()),
                 pa.array([names[i] for i in chosen], pa.string()),
                 pa.array(features[:, -1].astype(np.int32)),
                 pa.array(split[requests]),
@@ -119,7 +122,16 @@ def model_rows(
                     pa.array(features.ravel()),
                 ),
             ],
-            names=["request_id", "partner", "partner_code", "split", "bid", "oracle_p", "features"],
+            names=[
+                "request_id",
+                "ts_ms",
+                "partner",
+                "partner_code",
+                "split",
+                "bid",
+                "oracle_p",
+                "features",
+            ],
         )
 
 
@@ -142,10 +154,11 @@ def bid_probabilities(
         yield pa.RecordBatch.from_arrays(
             [
                 batch.column("split"),
+                batch.column("ts_ms"),
                 batch.column("partner_code"),
                 batch.column("bid"),
                 batch.column("oracle_p"),
                 pa.array(model.predict(features)),
             ],
-            names=["split", "partner_code", "bid", "oracle_p", "score"],
+            names=["split", "ts_ms", "partner_code", "bid", "oracle_p", "score"],
         )

@@ -6,6 +6,9 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy.stats import beta
+
+from bidfilter.training.config import MIN_BIDS_TO_FILTER
 
 
 def recall_threshold(scores_of_bids: np.ndarray, target_recall: float) -> float:
@@ -23,6 +26,21 @@ def recall_threshold(scores_of_bids: np.ndarray, target_recall: float) -> float:
     return float(np.sort(scores_of_bids)[misses])
 
 
+def smoothed_threshold(scores_of_bids: np.ndarray, target_recall: float) -> float:
+    """The Harrell-Davis estimate of the (1 - target) quantile of the bids' scores: a weighted
+    mean of all order statistics (Beta weights) instead of one, so that with a few dozen bids
+    the threshold does not hinge on the single lowest-scored one."""
+    n = len(scores_of_bids)
+    if n < MIN_BIDS_TO_FILTER:
+        return 0.0
+    ordered = np.sort(scores_of_bids)
+    p = 1.0 - target_recall
+    if p <= 0:
+        return float(ordered[0])
+    edges = beta.cdf(np.arange(n + 1) / n, p * (n + 1), (1 - p) * (n + 1))
+    return float(np.diff(edges) @ ordered)
+
+
 def partner_thresholds(
     scores: np.ndarray,
     bids: np.ndarray,
@@ -30,14 +48,19 @@ def partner_thresholds(
     partners: Sequence[str],
     target_recall: float,
     overrides: Mapping[str, float] | None = None,
+    min_bids: int = 0,
 ) -> dict[str, float]:
-    """One threshold per partner from validation rows; ``overrides`` maps partner -> recall."""
+    """One threshold per partner from validation rows; ``overrides`` maps partner -> recall.
+
+    A partner with fewer than ``min_bids`` validation bids gets :func:`smoothed_threshold`.
+    """
     overrides = overrides or {}
     unknown = sorted(set(overrides) - set(partners))
     if unknown:
         raise ValueError(f"recall override for unknown partner {unknown[0]!r}")
     thresholds = {}
     for code, partner in enumerate(partners):
-        mine = (partner_codes == code) & bids
-        thresholds[partner] = recall_threshold(scores[mine], overrides.get(partner, target_recall))
+        mine = scores[(partner_codes == code) & bids]
+        choose = smoothed_threshold if len(mine) < min_bids else recall_threshold
+        thresholds[partner] = choose(mine, overrides.get(partner, target_recall))
     return thresholds

@@ -15,13 +15,25 @@ from fleet_topology import (  # noqa: E402
     Fleet,
     FleetUnavailableError,
     Requests,
+    check_tools,
     logged_requests,
     running_fleet,
 )
 
 
 @pytest.fixture(scope="module")
-def fleet_store(trained_store: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def fleet_tools() -> None:
+    """Skip at once, before any model is trained, where the fleet's tools are missing."""
+    try:
+        check_tools()
+    except FleetUnavailableError as error:
+        pytest.skip(f"no fleet of network namespaces here: {error}")
+
+
+@pytest.fixture(scope="module")
+def fleet_store(
+    fleet_tools: None, trained_store: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """A local store to make new versions in (a copy: the session's trained store is shared)."""
     store_dir = tmp_path_factory.mktemp("fleet") / "store"
     shutil.copytree(trained_store[0], store_dir)

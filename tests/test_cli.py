@@ -277,3 +277,16 @@ def test_settings_out_of_range_are_refused_at_start_in_one_line(
     assert result.returncode == 2
     assert expected in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_a_bad_currency_rates_file_is_refused_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs, rates = tmp_path / "logs", tmp_path / "rates.json"
+    assert run(capsys, "synth", "--requests", "300", "--partners", "3", "--out", str(logs))[0] == 0
+    rates.write_text('{"usd_per_unit": {"EUR": "a lot"}}')
+    code, _, err = run(capsys, "train", "--logs", str(logs), "--store", str(tmp_path / "s"),
+                       "--currency-rates", str(rates))  # fmt: skip
+    assert code != 0
+    assert str(rates) in err and "usd_per_unit.EUR" in err and "Traceback" not in err
+    assert not (tmp_path / "s").exists()

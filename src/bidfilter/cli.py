@@ -117,6 +117,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
             negative_rate=args.negative_rate,
             vocabulary_min_count=args.vocabulary_min_count,
             recency_half_life_days=args.recency_half_life_days or None,
+            currency_rates=Path(args.currency_rates) if args.currency_rates else None,
             seed=args.seed,
         ),
         model=ModelConfig(
@@ -606,6 +607,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="a categorical value seen fewer times in training is out of vocabulary"
         f" (default {_DATASET.vocabulary_min_count})",
+    )
+    train.add_argument(
+        "--currency-rates",
+        metavar="FILE",
+        help='US dollars per unit of each currency, as {"usd_per_unit": {"EUR": 1.08, ...}}'
+        " (default: the table bidfilter ships, features/data/usd_rates.json); saved in the model,"
+        " so serving converts floors as training did",
     )
     train.add_argument(
         "--min-validation-bids",

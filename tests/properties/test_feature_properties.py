@@ -133,16 +133,18 @@ def _parity(
     for request, ts in zip(requests, stamps, strict=True):
         builder.add(request, ts)
     assert len(builder) == len(requests)
-    matrix, vocabularies = builder.build(mask, min_count=min_count)
-    encoder = FeatureEncoder(FeatureSpec(vocabularies=vocabularies, partners=PARTNERS))
+    matrix, vocabularies, sets = builder.build(mask, min_count=min_count)
+    encoder = FeatureEncoder(FeatureSpec(vocabularies=vocabularies, partners=PARTNERS, sets=sets))
     sizes = [len(vocabularies[name]) for name in CATEGORICAL_FEATURES]
+    n_sets = sum(len(members) for members in sets.values())
     for index, (request, ts) in enumerate(zip(requests, stamps, strict=True)):
         served = encoder.request_vector(request, ts)
         np.testing.assert_array_equal(served[:-1], matrix[index], err_msg=f"row {index}")
         assert not np.isinf(served).any()
-        for code, size in zip(served[N_NUMERIC:-1], sizes, strict=True):
+        assert set(served[N_NUMERIC : N_NUMERIC + n_sets]) <= {0.0, 1.0}
+        for code, size in zip(served[N_NUMERIC + n_sets : -1], sizes, strict=True):
             assert math.isnan(code) or 0 <= code <= size
-    return sum(sizes)
+    return sum(sizes) + n_sets
 
 
 @settings(max_examples=40)

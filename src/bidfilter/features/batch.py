@@ -12,11 +12,21 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from bidfilter.features.extract import CATEGORICAL_FEATURES, NUMERIC_FEATURES, extract
+from bidfilter.features.extract import (
+    CATEGORICAL_FEATURES,
+    NUMERIC_FEATURES,
+    SET_FEATURES,
+    USD_PER_UNIT,
+    extract,
+)
 from bidfilter.features.spec import OUT_OF_VOCABULARY
 from bidfilter.openrtb.model import BidRequest
 
 _CHUNK = 8192
+# How many members of each set feature become columns: every column is a float32 per training
+# row, so the long tail of identity providers and categories stays out.
+SET_SIZES: Mapping[str, int] = {"eid_source": 16, "category": 24}
+_CURRENCY = CATEGORICAL_FEATURES.index("floor_currency")
 
 
 def choose_vocabulary(counts: Mapping[str, int], *, max_size: int, min_count: int) -> list[str]:
@@ -30,8 +40,16 @@ def choose_vocabulary(counts: Mapping[str, int], *, max_size: int, min_count: in
 class RequestFeatureBuilder:
     """Accumulates request-level feature rows (numeric + categorical, partner column excluded)."""
 
-    def __init__(self) -> None:
+    def __init__(self, usd_per_unit: Mapping[str, float] = USD_PER_UNIT) -> None:
+        self._rates = usd_per_unit
         self._interned: list[dict[str, int]] = [{} for _ in CATEGORICAL_FEATURES]
+        # Set members: interned per feature, and (request, member) pairs as they come.
+        self._set_interned: list[dict[str, int]] = [{} for _ in SET_FEATURES]
+        self._set_requests: list[list[int]] = [[] for _ in SET_FEATURES]
+        self._set_members: list[list[int]] = [[] for _ in SET_FEATURES]
+        self._count = 0
+        # Requests whose floor currency has no rate (their floors stay in their own unit).
+        self.unknown_currencies: dict[str, int] = {}
         self._numeric_chunks: list[np.ndarray] = []
         self._local_chunks: list[np.ndarray] = []
         self._numeric_rows: list[list[float]] = []
@@ -41,8 +59,18 @@ class RequestFeatureBuilder:
         return sum(len(chunk) for chunk in self._numeric_chunks) + len(self._numeric_rows)
 
     def add(self, request: BidRequest, ts_ms: int) -> None:
-        numeric, categorical = extract(request, ts_ms)
+        numeric, categorical, sets = extract(request, ts_ms, self._rates)
         self._numeric_rows.append(numeric)
+        for set_interned, requests, members, values in zip(
+            self._set_interned, self._set_requests, self._set_members, sets, strict=True
+        ):
+            for member in values:
+                members.append(set_interned.setdefault(member, len(set_interned)))
+                requests.append(self._count)
+        self._count += 1
+        currency = categorical[_CURRENCY]
+        if currency is not None and currency not in self._rates:
+            self.unknown_currencies[currency] = self.unknown_currencies.get(currency, 0) + 1
         local = []
         for interned, value in zip(self._interned, categorical, strict=True):
             if value is None:
@@ -69,8 +97,10 @@ class RequestFeatureBuilder:
         *,
         max_size: int = 2000,
         min_count: int = 10,
-    ) -> tuple[np.ndarray, dict[str, list[str]]]:
-        """The request matrix (N x (numeric + categorical), float32) and the vocabularies.
+    ) -> tuple[np.ndarray, dict[str, list[str]], dict[str, list[str]]]:
+        """The request matrix (N x (numeric + set columns + categorical), float32), the
+        vocabularies, and the members kept of each set feature (by the same rule, at most
+        ``SET_SIZES`` of each).
 
         ``vocabulary_rows`` (bool mask over requests) restricts which rows count towards the
         vocabularies, so values seen only in the validation or test period stay out of vocabulary.
@@ -79,16 +109,31 @@ class RequestFeatureBuilder:
         """
         self._flush()
         n_numeric, n_categorical = len(NUMERIC_FEATURES), len(CATEGORICAL_FEATURES)
+        sets = self._chosen_sets(vocabulary_rows, min_count)
+        n_sets = sum(len(members) for members in sets.values())
         if not self._numeric_chunks:
-            return np.empty((0, n_numeric + n_categorical), np.float32), {
-                name: [] for name in CATEGORICAL_FEATURES
-            }
+            return (
+                np.empty((0, n_numeric + n_sets + n_categorical), np.float32),
+                {name: [] for name in CATEGORICAL_FEATURES},
+                sets,
+            )
         numeric = np.concatenate(self._numeric_chunks)
         local = np.concatenate(self._local_chunks)
         self._numeric_chunks, self._local_chunks = [], []
-        matrix = np.empty((len(numeric), n_numeric + n_categorical), dtype=np.float32)
+        matrix = np.zeros((len(numeric), n_numeric + n_sets + n_categorical), dtype=np.float32)
         matrix[:, :n_numeric] = numeric
         del numeric
+        start = n_numeric
+        for name, interned, requests, members in zip(
+            SET_FEATURES, self._set_interned, self._set_requests, self._set_members, strict=True
+        ):
+            column_of = np.full(len(interned), -1, dtype=np.int64)
+            column_of[[interned[member] for member in sets[name]]] = np.arange(len(sets[name]))
+            columns = column_of[np.asarray(members, dtype=np.int64)]
+            kept = columns >= 0
+            matrix[np.asarray(requests, dtype=np.int64)[kept], start + columns[kept]] = 1.0
+            start += len(sets[name])
+        n_numeric = start  # the categorical columns follow the set columns
         vocabularies: dict[str, list[str]] = {}
         for column, (name, interned) in enumerate(
             zip(CATEGORICAL_FEATURES, self._interned, strict=True)
@@ -107,4 +152,20 @@ class RequestFeatureBuilder:
             )
             remap[-1] = np.nan
             matrix[:, n_numeric + column] = remap[codes]
-        return matrix, vocabularies
+        return matrix, vocabularies, sets
+
+    def _chosen_sets(
+        self, vocabulary_rows: np.ndarray | None, min_count: int
+    ) -> dict[str, list[str]]:
+        chosen: dict[str, list[str]] = {}
+        for name, interned, requests, members in zip(
+            SET_FEATURES, self._set_interned, self._set_requests, self._set_members, strict=True
+        ):
+            values = list(interned)
+            ids = np.asarray(members, dtype=np.int64)
+            if vocabulary_rows is not None and len(ids):
+                ids = ids[vocabulary_rows[np.asarray(requests, dtype=np.int64)]]
+            counts = np.bincount(ids, minlength=len(values))
+            seen = {values[index]: int(counts[index]) for index in np.flatnonzero(counts)}
+            chosen[name] = choose_vocabulary(seen, max_size=SET_SIZES[name], min_count=min_count)
+        return chosen

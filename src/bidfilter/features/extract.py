@@ -8,32 +8,49 @@ Numbers missing from a request are NaN, which the trees route down a learned def
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Mapping
+from importlib.resources import files
+from pathlib import Path
 
+from bidfilter.features.useragent import NOTHING, major_version, software
 from bidfilter.openrtb import parse
-from bidfilter.openrtb.model import BidRequest
+from bidfilter.openrtb.model import BidRequest, Content
 
 NAN = math.nan
 _MS_PER_HOUR = 3_600_000
 
-# Floors are compared in USD. Rates are fixed and approximate on purpose: a feature only needs
-# floors on one scale, and a model is retrained far more often than these rates drift much.
-# A currency missing here makes the floor unknown (NaN) rather than wrong.
-USD_PER_UNIT: dict[str, float] = {
-    "USD": 1.0,
-    "EUR": 1.08,
-    "GBP": 1.27,
-    "CAD": 0.73,
-    "AUD": 0.66,
-    "JPY": 0.0067,
-    "CNY": 0.14,
-    "INR": 0.012,
-    "BRL": 0.2,
-    "MXN": 0.055,
-    "CHF": 1.13,
-    "SEK": 0.095,
-    "PLN": 0.25,
-}
+
+def load_usd_rates(path: Path | None = None) -> dict[str, float]:
+    """US dollars per unit of each currency, from ``path`` or the table bidfilter ships
+    (``features/data/usd_rates.json``: ``{"usd_per_unit": {"EUR": 1.08, ...}}``).
+
+    Floors are compared in USD. The rates are approximate on purpose: a feature only needs
+    floors on one scale. A currency without a rate keeps its floor in its own unit
+    (``floor_local_max``) and is still a value of ``floor_currency``, never silently lost.
+    """
+    text = (
+        path.read_text(encoding="utf-8")
+        if path is not None
+        else files("bidfilter.features").joinpath("data/usd_rates.json").read_text("utf-8")
+    )
+    where = str(path or "usd_rates.json")
+    try:
+        rates = json.loads(text)["usd_per_unit"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f'{where}: expected {{"usd_per_unit": {{CODE: rate}}}}: {error}') from None
+    if not isinstance(rates, dict):
+        raise ValueError(f"{where}: usd_per_unit must be an object of CODE: rate")
+    for code, rate in rates.items():
+        if not (isinstance(code, str) and len(code) == 3 and code.isalpha() and code.isupper()):
+            raise ValueError(f"{where}: usd_per_unit: {code!r} is not an ISO 4217 code")
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < 1e6:
+            raise ValueError(f"{where}: usd_per_unit.{code}: {rate!r} is not a positive rate")
+    return {code: float(rate) for code, rate in rates.items()}
+
+
+USD_PER_UNIT: Mapping[str, float] = load_usd_rates()
 
 NUMERIC_FEATURES: tuple[str, ...] = (
     "is_app",
@@ -76,6 +93,19 @@ NUMERIC_FEATURES: tuple[str, ...] = (
     "has_ifa",
     "lmt",
     "dnt",
+    "browser_major",
+    "os_major",
+    "banner_pos",
+    "rewarded",
+    "video_skip",
+    "video_protocol_count",
+    "livestream",
+    "category_count",
+    "bcat_count",
+    "badv_count",
+    "geo_type",
+    "user_data_count",
+    "floor_local_max",
 )
 
 CATEGORICAL_FEATURES: tuple[str, ...] = (
@@ -88,7 +118,19 @@ CATEGORICAL_FEATURES: tuple[str, ...] = (
     "banner_size",
     "deal_1",
     "deal_2",
+    "browser",
+    "ua_os",
+    "language",
+    "carrier",
+    "genre",
+    "floor_currency",
+    "tagid",
+    "user_data_1",
 )
+
+# Features whose value is a set (a request carries any number of identity providers' ids and
+# content categories): training keeps the most frequent members, each its own 0/1 column.
+SET_FEATURES: tuple[str, ...] = ("eid_source", "category")
 
 
 def _num(value: int | float | None) -> float:
@@ -99,14 +141,25 @@ def _flag(present: object) -> float:
     return 1.0 if present else 0.0
 
 
-def extract(request: BidRequest, ts_ms: int) -> tuple[list[float], list[str | None]]:
-    """Numeric values (in ``NUMERIC_FEATURES`` order) and categorical strings (in
-    ``CATEGORICAL_FEATURES`` order) for one request received at ``ts_ms`` (epoch milliseconds)."""
+Features = tuple[list[float], list[str | None], tuple[list[str], ...]]
+
+
+def extract(
+    request: BidRequest, ts_ms: int, usd_per_unit: Mapping[str, float] = USD_PER_UNIT
+) -> Features:
+    """Numeric values (in ``NUMERIC_FEATURES`` order), categorical strings (in
+    ``CATEGORICAL_FEATURES`` order) and set members (in ``SET_FEATURES`` order) for one request
+    received at ``ts_ms`` (epoch milliseconds); floors are converted with ``usd_per_unit``."""
     imps = request.imp
     banner = video = None
     has_native = has_audio = False
     floor_max = -math.inf
     floor_min = math.inf
+    floor_local = NAN  # the highest floor in its own currency, when that has no rate
+    currency: str | None = None
+    banner_pos = NAN
+    rewarded = 0
+    tagid: str | None = None
     deals = 0
     deal_ids: list[str] = []  # the first two distinct ones: a deal is usually sold to one buyer
     private_auction = 0
@@ -118,10 +171,21 @@ def extract(request: BidRequest, ts_ms: int) -> tuple[list[float], list[str | No
             video = imp.video
         has_native = has_native or imp.native is not None
         has_audio = has_audio or imp.audio is not None
+        if tagid is None:
+            tagid = imp.tagid
+        if imp.banner is not None and imp.banner.pos is not None and math.isnan(banner_pos):
+            banner_pos = float(imp.banner.pos)
+        rewarded = max(rewarded, imp.rwdd or 0)
         # OpenRTB: bidfloorcur defaults to USD.
-        floor = imp.bidfloor * USD_PER_UNIT.get(imp.bidfloorcur or "USD", NAN)
+        code = (imp.bidfloorcur or "USD").strip().upper()
+        if currency is None or (code != "USD" and currency == "USD"):
+            currency = code  # the first non-USD one says most
+        floor = imp.bidfloor * usd_per_unit.get(code, NAN)
         if math.isnan(floor):  # one floor in an unknown currency makes the range unknown
             floor_max = floor_min = NAN
+            floor_local = (
+                imp.bidfloor if math.isnan(floor_local) else max(floor_local, imp.bidfloor)
+            )
         elif not math.isnan(floor_max):
             floor_max = max(floor_max, floor)
             floor_min = min(floor_min, floor)
@@ -147,21 +211,47 @@ def extract(request: BidRequest, ts_ms: int) -> tuple[list[float], list[str | No
             banner_size = f"{w}x{h}"
 
     plcmt = None
+    video_skip = NAN
+    protocols = NAN
     if video is not None:
+        video_skip = _num(video.skip)
+        protocols = float(len(video.protocols)) if video.protocols is not None else NAN
         # 2.6 replaced video.placement with plcmt; older requests only carry placement.
         plcmt = video.plcmt if video.plcmt is not None else video.placement
 
     # An app request that also carries site (seen in the wild) is served as app inventory.
     app, site = request.app, request.site
     publisher = domain = None
+    categories: list[str] = []
+    content: Content | None = None
+    inventory = app if app is not None else site
     if app is not None:
         publisher = app.publisher.id if app.publisher is not None else None
         domain = app.bundle or app.domain
     elif site is not None:
         publisher = site.publisher.id if site.publisher is not None else None
         domain = site.domain
+    if inventory is not None:
+        content = inventory.content
+        for listed in (inventory.cat, inventory.sectioncat, inventory.pagecat):
+            if listed:
+                categories.extend(listed)
+    if content is not None and content.cat:
+        categories.extend(content.cat)
+    if len(categories) > 1:
+        categories = sorted(set(categories))
 
     device = request.device
+    ua = software(device.ua) if device is not None and device.ua else NOTHING
+    os_major = ua.os_major
+    language = carrier = None
+    if device is not None:
+        if device.osv:
+            os_major = major_version(device.osv)
+        language = _language(device.language)
+        carrier = device.carrier.lower() if device.carrier else None
+    if language is None and content is not None:
+        language = _language(content.language)
     location = parse.geo(request)
     country = region = None
     has_city = latlon_only = 0.0
@@ -175,6 +265,7 @@ def extract(request: BidRequest, ts_ms: int) -> tuple[list[float], list[str | No
             hour_local = float(((ts_ms // 60_000 + location.utcoffset) // 60) % 24)
 
     user = request.user
+    data = user.data if user is not None and user.data else ()
     gdpr, privacy, gpp = parse.regs_signals(request)
     consent, eids = parse.user_signals(request)
     chain = parse.schain(request)
@@ -223,6 +314,19 @@ def extract(request: BidRequest, ts_ms: int) -> tuple[list[float], list[str | No
         1.0 if device is not None and device.ifa else 0.0,
         _num(device.lmt) if device is not None else NAN,
         _num(device.dnt) if device is not None else NAN,
+        ua.browser_major,
+        os_major,
+        banner_pos,
+        float(rewarded),
+        video_skip,
+        protocols,
+        _num(content.livestream) if content is not None else NAN,
+        float(len(categories)),
+        float(len(request.bcat or ())),
+        float(len(request.badv or ())),
+        _num(location.type) if location is not None else NAN,
+        float(len(data)),
+        floor_local,
     ]
     categorical = [
         publisher,
@@ -234,5 +338,21 @@ def extract(request: BidRequest, ts_ms: int) -> tuple[list[float], list[str | No
         banner_size,
         deal_ids[0] if deal_ids else None,
         deal_ids[1] if len(deal_ids) > 1 else None,
+        ua.browser,
+        ua.os,
+        language,
+        carrier,
+        content.genre.lower() if content is not None and content.genre else None,
+        currency,
+        tagid,
+        (data[0].name or data[0].id) if data else None,
     ]
-    return numeric, categorical
+    sources = sorted({eid.source for eid in eids if eid.source}) if eids else []
+    return numeric, categorical, (sources, categories)
+
+
+def _language(value: str | None) -> str | None:
+    """The primary subtag, lower-cased: ``en-US`` and ``EN`` are both ``en``."""
+    if not value:
+        return None
+    return value.split("-", 1)[0].split("_", 1)[0].lower() or None

@@ -1,9 +1,11 @@
 """The feature spec: column order, types and vocabularies, saved inside every model artifact.
 
 A model is only valid with the exact spec it was trained with, so the spec travels in the
-manifest and serving rebuilds its encoder from it. Column order: the numeric features, the
-categorical ones, then ``partner``. A categorical column holds a vocabulary code: 1..n for the
-values seen often enough in training, 0 for any other value (out of vocabulary), NaN when absent.
+manifest and serving rebuilds its encoder from it (currency rates included). Column order: the
+numeric features, one 0/1 column per kept member of each set feature (``eid_source=uidapi.com``),
+the categorical ones, then ``partner``. A categorical column holds a vocabulary code: 1..n for
+the values seen often enough in training, 0 for any other value (out of vocabulary), NaN when
+absent.
 """
 
 from __future__ import annotations
@@ -15,10 +17,17 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from bidfilter.features.extract import CATEGORICAL_FEATURES, NAN, NUMERIC_FEATURES, extract
+from bidfilter.features.extract import (
+    CATEGORICAL_FEATURES,
+    NAN,
+    NUMERIC_FEATURES,
+    SET_FEATURES,
+    USD_PER_UNIT,
+    extract,
+)
 from bidfilter.openrtb.model import BidRequest
 
-FEATURE_SPEC_VERSION = 1
+FEATURE_SPEC_VERSION = 2
 OUT_OF_VOCABULARY = 0
 PARTNER_FEATURE = "partner"
 
@@ -37,22 +46,31 @@ class FeatureSpec(msgspec.Struct, frozen=True):
 
     vocabularies: dict[str, list[str]]
     partners: list[str]
+    sets: dict[str, list[str]] = msgspec.field(
+        default_factory=lambda: {name: [] for name in SET_FEATURES}
+    )
+    usd_per_unit: dict[str, float] = msgspec.field(default_factory=lambda: dict(USD_PER_UNIT))
     numeric: list[str] = msgspec.field(default_factory=lambda: list(NUMERIC_FEATURES))
     categorical: list[str] = msgspec.field(default_factory=lambda: list(CATEGORICAL_FEATURES))
     version: int = FEATURE_SPEC_VERSION
 
     @property
+    def set_columns(self) -> list[str]:
+        return [f"{name}={member}" for name in SET_FEATURES for member in self.sets[name]]
+
+    @property
     def names(self) -> list[str]:
-        return [*self.numeric, *self.categorical, PARTNER_FEATURE]
+        return [*self.numeric, *self.set_columns, *self.categorical, PARTNER_FEATURE]
 
     @property
     def feature_types(self) -> list[str]:
         """XGBoost feature types: ``q`` (quantitative) or ``c`` (categorical)."""
-        return ["q"] * len(self.numeric) + ["c"] * (len(self.categorical) + 1)
+        quantitative = len(self.numeric) + len(self.set_columns)
+        return ["q"] * quantitative + ["c"] * (len(self.categorical) + 1)
 
     @property
     def partner_column(self) -> int:
-        return len(self.numeric) + len(self.categorical)
+        return len(self.names) - 1
 
     def to_dict(self) -> dict[str, Any]:
         result: dict[str, Any] = msgspec.to_builtins(self)
@@ -77,6 +95,9 @@ class FeatureSpec(msgspec.Struct, frozen=True):
         missing = [name for name in spec.categorical if name not in spec.vocabularies]
         if missing:
             raise FeatureSpecError(f"feature_spec.vocabularies.{missing[0]}", "missing")
+        missing = [name for name in SET_FEATURES if name not in spec.sets]
+        if missing:
+            raise FeatureSpecError(f"feature_spec.sets.{missing[0]}", "missing")
         return spec
 
 
@@ -89,6 +110,12 @@ class FeatureEncoder:
             {value: code for code, value in enumerate(spec.vocabularies[name], start=1)}
             for name in spec.categorical
         ]
+        self._set_lookups = [
+            {member: column for column, member in enumerate(spec.sets[name])}
+            for name in SET_FEATURES
+        ]
+        self._set_widths = [len(spec.sets[name]) for name in SET_FEATURES]
+        self._rates = spec.usd_per_unit
         self.partner_codes = {partner: code for code, partner in enumerate(spec.partners)}
         self.width = len(spec.names)
         self._pack = struct.Struct(f"={self.width}f").pack
@@ -100,8 +127,15 @@ class FeatureEncoder:
     def request_values(self, request: BidRequest, ts_ms: int) -> bytes:
         """:meth:`request_vector` as packed float32 bytes: what the serving hot path hands to the
         compiled evaluator (packing costs a fraction of a numpy array's set-up)."""
-        numeric, categorical = extract(request, ts_ms)
+        numeric, categorical, sets = extract(request, ts_ms, self._rates)
         values: list[float] = numeric
+        for lookup, width, members in zip(self._set_lookups, self._set_widths, sets, strict=True):
+            block = [0.0] * width
+            for member in members:
+                column = lookup.get(member)
+                if column is not None:
+                    block[column] = 1.0
+            values.extend(block)
         values.extend(
             [
                 NAN if value is None else lookup.get(value, OUT_OF_VOCABULARY)

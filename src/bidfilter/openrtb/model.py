@@ -1,6 +1,8 @@
 """Typed subset of the OpenRTB 2.5/2.6 BidRequest: only the fields bidfilter's features read.
 
-Everything else (unknown fields) is skipped by the decoder, never materialised. Where OpenRTB 2.6
+Everything else (unknown fields) is skipped by the decoder, never materialised. Fields only
+targeting features read (``LENIENT_FIELDS``) are dropped, not refused, when malformed: a partner
+may not care about them, and the auction must not be lost over them. Where OpenRTB 2.6
 moved a field out of ``ext`` (gdpr, us_privacy, consent, eids, schain), the 2.6 field is typed and
 the ``ext`` object is kept as raw JSON: the accessors in :mod:`bidfilter.openrtb.parse` decode it
 only when the 2.6 field is absent, and leniently, because ``ext`` belongs to whoever built the
@@ -22,6 +24,16 @@ MAX_STRING_CHARS = 16_384
 Text = Annotated[str, msgspec.Meta(max_length=MAX_STRING_CHARS)]
 
 
+# Field names whose malformed values are dropped rather than refused (see parse_bid_request):
+# those read by targeting features alone, never by a check or by what identifies the request.
+LENIENT_FIELDS = frozenset(
+    {
+        "pos", "skip", "rwdd", "cat", "sectioncat", "pagecat", "content", "language", "genre",
+        "livestream", "type", "osv", "carrier", "data", "bcat", "badv",
+    }
+)  # fmt: skip
+
+
 class _Object(msgspec.Struct, omit_defaults=True):
     """Base: unknown fields are ignored (the msgspec default), defaults omitted on encode."""
 
@@ -35,6 +47,7 @@ class Banner(_Object):
     w: Int64 | None = None
     h: Int64 | None = None
     format: list[Format] | None = None
+    pos: Int64 | None = None
 
 
 class Video(_Object):
@@ -46,6 +59,7 @@ class Video(_Object):
     placement: Int64 | None = None
     protocols: list[Int64] | None = None
     startdelay: Int64 | None = None
+    skip: Int64 | None = None
 
 
 class Audio(_Object):
@@ -80,10 +94,18 @@ class Imp(_Object):
     instl: Int64 | None = None
     secure: Int64 | None = None
     tagid: Text | None = None
+    rwdd: Int64 | None = None
 
 
 class Publisher(_Object):
     id: Text | None = None
+
+
+class Content(_Object):
+    cat: list[Text] | None = None
+    language: Text | None = None
+    genre: Text | None = None
+    livestream: Int64 | None = None
 
 
 class Site(_Object):
@@ -91,6 +113,10 @@ class Site(_Object):
     domain: Text | None = None
     page: Text | None = None
     publisher: Publisher | None = None
+    cat: list[Text] | None = None
+    sectioncat: list[Text] | None = None
+    pagecat: list[Text] | None = None
+    content: Content | None = None
 
 
 class App(_Object):
@@ -98,6 +124,10 @@ class App(_Object):
     bundle: Text | None = None
     domain: Text | None = None
     publisher: Publisher | None = None
+    cat: list[Text] | None = None
+    sectioncat: list[Text] | None = None
+    pagecat: list[Text] | None = None
+    content: Content | None = None
 
 
 class Geo(_Object):
@@ -108,14 +138,18 @@ class Geo(_Object):
     lat: float | None = None
     lon: float | None = None
     utcoffset: Int64 | None = None
+    type: Int64 | None = None
 
 
 class Device(_Object):
     ua: Text | None = None
     devicetype: Int64 | None = None
     os: Text | None = None
+    osv: Text | None = None
     make: Text | None = None
     model: Text | None = None
+    language: Text | None = None
+    carrier: Text | None = None
     connectiontype: Int64 | None = None
     geo: Geo | None = None
     ifa: Text | None = None
@@ -132,12 +166,18 @@ class UserExt(_Object):
     eids: list[Eid] | None = None
 
 
+class Data(_Object):
+    id: Text | None = None
+    name: Text | None = None
+
+
 class User(_Object):
     id: Text | None = None
     buyeruid: Text | None = None
     geo: Geo | None = None
     consent: Text | None = None
     eids: list[Eid] | None = None
+    data: list[Data] | None = None
     ext: msgspec.Raw = msgspec.Raw()
 
 
@@ -186,3 +226,5 @@ class BidRequest(_Object):
     tmax: Int64 | None = None
     at: Int64 | None = None
     test: Int64 | None = None
+    bcat: list[Text] | None = None
+    badv: list[Text] | None = None

@@ -17,6 +17,7 @@ import msgspec
 
 from bidfilter.openrtb.errors import InvalidRequestError
 from bidfilter.openrtb.model import (
+    LENIENT_FIELDS,
     BidRequest,
     Eid,
     Geo,
@@ -72,7 +73,7 @@ def parse_bid_request(raw: bytes | str, limits: ParseLimits = DEFAULT_LIMITS) ->
     try:
         request = _DECODER.decode(raw)
     except msgspec.ValidationError as exc:
-        raise _validation_error(exc) from None
+        request = _without_malformed_targeting_fields(raw, exc)
     except msgspec.DecodeError as exc:
         raise InvalidRequestError("$", str(exc)) from None
     except RecursionError:
@@ -83,6 +84,53 @@ def parse_bid_request(raw: bytes | str, limits: ParseLimits = DEFAULT_LIMITS) ->
         raise InvalidRequestError("$", f"not encodable as UTF-8 at character {exc.start}") from None
     _check(request, limits)
     return request
+
+
+_PATH_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+_MAX_DROPPED = 16
+
+
+def _without_malformed_targeting_fields(
+    raw: bytes | str, error: msgspec.ValidationError
+) -> BidRequest:
+    """The request with each malformed field of ``LENIENT_FIELDS`` removed (slow path: only
+    requests that fail the typed decode come here); any other invalid field is refused."""
+    try:
+        document = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, RecursionError, UnicodeError):
+        # The typed decode stopped at its first invalid field; what follows may be worse.
+        raise _validation_error(error) from None
+    for _ in range(_MAX_DROPPED):
+        refusal = _validation_error(error)
+        if not _drop(document, refusal.field):
+            raise refusal from None
+        try:  # re-encoded, not converted: convert cannot fill the ``ext`` fields kept raw
+            decoded: BidRequest = _DECODER.decode(msgspec.json.encode(document))
+            return decoded
+        except msgspec.ValidationError as again:
+            error = again
+    raise _validation_error(error) from None
+
+
+def _drop(document: object, path: str) -> bool:
+    """Remove the innermost lenient field on ``path`` (``site.content.cat[2]``) from
+    ``document``; False when the path holds none."""
+    steps = [name if name else int(index) for name, index in _PATH_STEP.findall(path)]
+    lenient = [
+        i for i, step in enumerate(steps) if isinstance(step, str) and step in LENIENT_FIELDS
+    ]
+    if not lenient:
+        return False
+    parent: object = document
+    for step in steps[: lenient[-1]]:
+        try:
+            parent = parent[step]  # type: ignore[index]
+        except (KeyError, IndexError, TypeError):
+            return False
+    if not isinstance(parent, dict) or steps[lenient[-1]] not in parent:
+        return False
+    del parent[steps[lenient[-1]]]
+    return True
 
 
 def _check(request: BidRequest, limits: ParseLimits) -> None:

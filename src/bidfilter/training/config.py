@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 # Fewer validation bids than this and a partner is not filtered at all: no estimate of a low
 # quantile from a handful of scores is worth a lost bid.
@@ -24,6 +25,9 @@ class DatasetConfig:
     # partners change what they buy, and the latest days say most about the next ones. None: all
     # days alike.
     recency_half_life_days: float | None = 14.0
+    # US dollars per unit of each currency (features/data/usd_rates.json layout); None: the
+    # table bidfilter ships. Saved in the feature spec: serving converts as training did.
+    currency_rates: Path | None = None
     seed: int = 0
     batch_size: int = 32_768
 

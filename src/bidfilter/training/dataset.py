@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bidfilter.features import FeatureSpec, RequestFeatureBuilder
+from bidfilter.features import FeatureSpec, RequestFeatureBuilder, load_usd_rates
 from bidfilter.logs import iter_log_batches, log_files
 from bidfilter.openrtb import InvalidRequestError, parse_bid_request
 from bidfilter.training.config import DatasetConfig
@@ -29,9 +29,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class SplitRows:
-    """One split's model input rows, labels and what the report needs beside them."""
+    """One split's model input rows, labels and what the report needs beside them.
 
-    features: np.ndarray  # (n, F) float32, columns in FeatureSpec.names order
+    A row is its request's row of ``request_matrix`` (shared by every split) followed by its
+    partner code: rows are assembled chunk by chunk when needed (``chunks``), so the (request x
+    partner) matrix, twenty times the requests', never has to be held whole.
+    """
+
+    request_matrix: np.ndarray  # (requests, F - 1) float32: every column but the partner's
     bids: np.ndarray  # (n,) bool
     partners: np.ndarray  # (n,) int32 partner codes
     weights: np.ndarray | None  # (n,) float32; set when negatives were subsampled
@@ -42,10 +47,27 @@ class SplitRows:
     def __len__(self) -> int:
         return len(self.bids)
 
+    @property
+    def features(self) -> np.ndarray:
+        """The whole (n, F) float32 model input, columns in FeatureSpec.names order."""
+        return self.between(0, len(self))
+
+    def chunks(self, size: int = 1 << 18) -> Iterator[tuple[int, np.ndarray]]:
+        """(start, features of rows start..start+size) over the split."""
+        for start in range(0, len(self), size):
+            yield start, self.between(start, min(start + size, len(self)))
+
+    def between(self, start: int, end: int) -> np.ndarray:
+        """The features of rows start..end."""
+        features = np.empty((end - start, self.request_matrix.shape[1] + 1), dtype=np.float32)
+        features[:, :-1] = self.request_matrix[self.requests[start:end]]
+        features[:, -1] = self.partners[start:end]
+        return features
+
     def take(self, rows: np.ndarray) -> SplitRows:
         """The rows at ``rows`` (indices), as a new split."""
         return SplitRows(
-            features=self.features[rows],
+            request_matrix=self.request_matrix,
             bids=self.bids[rows],
             partners=self.partners[rows],
             weights=None if self.weights is None else self.weights[rows],
@@ -68,6 +90,7 @@ class TrainingData:
     requests: int
     skipped_requests: int
     skipped_fields: dict[str, int]
+    unknown_currencies: dict[str, int]
 
 
 def count_rows(logs: str | os.PathLike[str]) -> int:
@@ -123,7 +146,8 @@ def build_dataset(
     config = config or DatasetConfig()
     valid_start, test_start = split_points(_timestamps(logs), config, logs)
 
-    builder = RequestFeatureBuilder()
+    rates = load_usd_rates(config.currency_rates)
+    builder = RequestFeatureBuilder(rates)
     request_ts: list[np.ndarray] = []
     pair_request: list[np.ndarray] = []
     pair_partner: list[np.ndarray] = []
@@ -174,7 +198,7 @@ def build_dataset(
         log.warning("skipped %d invalid logged requests: %s", sum(skipped.values()), skipped)
     ts_all = np.concatenate(request_ts)
     request_split = split_of(ts_all, valid_start, test_start)
-    matrix, vocabularies = builder.build(
+    matrix, vocabularies, sets = builder.build(
         request_split == 0, max_size=config.vocabulary_size, min_count=config.vocabulary_min_count
     )
     requests_of_pair = np.concatenate(pair_request)
@@ -195,7 +219,12 @@ def build_dataset(
     if not known.all():
         log.warning("%d rows are for partners absent from the training period", int((~known).sum()))
 
-    spec = FeatureSpec(vocabularies=vocabularies, partners=partners)
+    if builder.unknown_currencies:
+        log.warning(
+            "floors in currencies without a rate (kept in their own unit): %s",
+            builder.unknown_currencies,
+        )
+    spec = FeatureSpec(vocabularies=vocabularies, partners=partners, sets=sets, usd_per_unit=rates)
     rng = np.random.default_rng(config.seed)
 
     def rows_of(split: int, subsample: bool) -> SplitRows:
@@ -215,11 +244,8 @@ def build_dataset(
                 ts_all[requests_of_pair[chosen]], valid_start, config.recency_half_life_days
             )
             weights = recency if weights is None else weights * recency
-        features = np.empty((len(chosen), matrix.shape[1] + 1), dtype=np.float32)
-        features[:, :-1] = matrix[requests_of_pair[chosen]]
-        features[:, -1] = partner_code[chosen]
         return SplitRows(
-            features=features,
+            request_matrix=matrix,
             bids=bid_of_pair[chosen],
             partners=partner_code[chosen],
             weights=weights,
@@ -240,4 +266,5 @@ def build_dataset(
         requests=kept,
         skipped_requests=sum(skipped.values()),
         skipped_fields=skipped,
+        unknown_currencies=dict(builder.unknown_currencies),
     )

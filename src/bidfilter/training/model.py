@@ -27,18 +27,43 @@ class _Progress(xgb.callback.TrainingCallback):
         return False
 
 
+class _Chunks(xgb.DataIter):
+    """A split's rows for XGBoost, chunk by chunk: its quantised matrix (a byte per value) is
+    built without the float32 rows ever being held whole."""
+
+    def __init__(self, rows: SplitRows, spec: FeatureSpec) -> None:
+        super().__init__(release_data=True)
+        self._rows, self._spec = rows, spec
+        self._starts = list(range(0, max(len(rows), 1), _CHUNK_ROWS))
+        self._next = 0
+
+    def next(self, input_data: Callable[..., None]) -> bool:
+        if self._next == len(self._starts):
+            return False
+        rows, start = self._rows, self._starts[self._next]
+        end = min(start + _CHUNK_ROWS, len(rows))
+        self._next += 1
+        input_data(
+            data=rows.between(start, end),
+            label=rows.bids[start:end].astype(np.float32),
+            weight=None if rows.weights is None else rows.weights[start:end],
+            feature_names=self._spec.names,
+            feature_types=self._spec.feature_types,
+        )
+        return True
+
+    def reset(self) -> None:
+        self._next = 0
+
+
+_CHUNK_ROWS = 1 << 18
+
+
 def _matrix(
     rows: SplitRows, spec: FeatureSpec, max_bin: int, ref: xgb.DMatrix | None = None
 ) -> xgb.DMatrix:
     return xgb.QuantileDMatrix(
-        rows.features,
-        label=rows.bids.astype(np.float32),
-        weight=rows.weights,
-        feature_names=spec.names,
-        feature_types=spec.feature_types,
-        enable_categorical=True,
-        max_bin=max_bin,
-        ref=ref,
+        _Chunks(rows, spec), enable_categorical=True, max_bin=max_bin, ref=ref
     )
 
 
@@ -107,6 +132,13 @@ class BidModel:
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Bid probabilities for rows laid out as ``spec.names`` (float32, NaN = missing)."""
         return np.asarray(self.booster.inplace_predict(features), dtype=np.float64)
+
+    def predict_rows(self, rows: SplitRows) -> np.ndarray:
+        """:meth:`predict` of a whole split, chunk by chunk."""
+        scores = np.empty(len(rows), dtype=np.float64)
+        for start, features in rows.chunks():
+            scores[start : start + len(features)] = self.predict(features)
+        return scores
 
     def save(self, folder: Path) -> Path:
         """Write the booster in XGBoost's own UBJSON format (never pickle)."""

@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,7 @@ class DatasetSummary:
     skipped_requests: int
     skipped_fields: dict[str, int]
     rows: dict[str, int]  # "train" (after negative sampling), "valid", "test"
+    unknown_currencies: dict[str, int] = field(default_factory=dict)  # requests per currency
 
     @classmethod
     def of(cls, data: TrainingData) -> DatasetSummary:
@@ -86,6 +87,7 @@ class DatasetSummary:
             skipped_requests=data.skipped_requests,
             skipped_fields=data.skipped_fields,
             rows={"train": len(data.train), "valid": len(data.valid), "test": len(data.test)},
+            unknown_currencies=data.unknown_currencies,
         )
 
     def describe(self, negative_rate: float) -> str:
@@ -193,6 +195,7 @@ def _report(
             "requests": data.requests,
             "skipped_requests": data.skipped_requests,
             "skipped_by_field": data.skipped_fields,
+            "unknown_currencies": data.unknown_currencies,
             "rows": dict(data.rows),
             "negative_rate": config.dataset.negative_rate,
             "oracle_available": oracle is not None,
@@ -234,7 +237,7 @@ def train(
     stage(f"trained {model.trees} trees")
 
     valid, test = (
-        ScoredRows(model.predict(rows.features), rows.bids, rows.partners, rows.oracle_p, rows.ts)
+        ScoredRows(model.predict_rows(rows), rows.bids, rows.partners, rows.oracle_p, rows.ts)
         for rows in (data.valid, data.test)
     )
     return publish_trained(model, summary, valid, test, config, store, stage, started)

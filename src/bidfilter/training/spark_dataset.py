@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -23,8 +24,8 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as sf
 
-from bidfilter.features import CATEGORICAL_FEATURES, FeatureSpec
-from bidfilter.features.batch import choose_vocabulary
+from bidfilter.features import CATEGORICAL_FEATURES, SET_FEATURES, FeatureSpec, load_usd_rates
+from bidfilter.features.batch import SET_SIZES, choose_vocabulary
 from bidfilter.training.config import DatasetConfig
 from bidfilter.training.dataset import split_points
 from bidfilter.training.pipeline import DatasetSummary
@@ -89,6 +90,41 @@ def _vocabularies(requests: DataFrame, config: DatasetConfig) -> dict[str, list[
     }
 
 
+def _sets(requests: DataFrame, config: DatasetConfig) -> dict[str, list[str]]:
+    """The members kept of each set feature, by the local engine's rule (``SET_SIZES``)."""
+    chosen = {}
+    for name in SET_FEATURES:
+        counted = (
+            requests.where(sf.col("refused_field").isNull() & (sf.col("split") == 0))
+            .select(sf.explode(f"set_{name}").alias("member"))
+            .groupBy("member")
+            .count()
+            .where(sf.col("count") >= config.vocabulary_min_count)
+            .collect()
+        )
+        chosen[name] = choose_vocabulary(
+            {member: count for member, count in counted},
+            max_size=SET_SIZES[name],
+            min_count=config.vocabulary_min_count,
+        )
+    return chosen
+
+
+def _unknown_currencies(requests: DataFrame, rates: Mapping[str, float]) -> dict[str, int]:
+    """Valid requests per floor currency without a rate, as the local engine counts them."""
+    counted = (
+        requests.where(
+            sf.col("refused_field").isNull()
+            & sf.col("floor_currency").isNotNull()
+            & ~sf.col("floor_currency").isin(list(rates))
+        )
+        .groupBy("floor_currency")
+        .count()
+        .collect()
+    )
+    return {currency: count for currency, count in counted}
+
+
 def _partners(requests: DataFrame) -> list[str]:
     """The partners of the training period, sorted (their codes are their positions)."""
     pairs = (
@@ -121,6 +157,7 @@ def build_spark_dataset(
     local engine does; everything else stays on the cluster.
     """
     config = config or DatasetConfig()
+    rates = load_usd_rates(config.currency_rates)
     logged = spark.read.parquet(logs).select(
         sf.unix_millis("ts").alias("ts_ms"), "request_id", "request", "partners"
     )
@@ -131,7 +168,12 @@ def build_spark_dataset(
     requests = (
         logged.select("ts_ms", "request", sf.col("partners.partner").alias("partner_names"))
         .mapInArrow(
-            partial(request_facts, valid_start=valid_start, test_start=test_start),
+            partial(
+                request_facts,
+                valid_start=valid_start,
+                test_start=test_start,
+                usd_per_unit=rates,
+            ),
             REQUEST_FACTS_SCHEMA,
         )
         .persist(StorageLevel.MEMORY_AND_DISK)
@@ -150,8 +192,12 @@ def build_spark_dataset(
         if skipped:
             log.warning("skipped %d invalid logged requests: %s", sum(skipped.values()), skipped)
         spec = FeatureSpec(
-            vocabularies=_vocabularies(requests, config), partners=_partners(requests)
+            vocabularies=_vocabularies(requests, config),
+            partners=_partners(requests),
+            sets=_sets(requests, config),
+            usd_per_unit=rates,
         )
+        unknown_currencies = _unknown_currencies(requests, rates)
     finally:
         requests.unpersist()
 
@@ -181,6 +227,7 @@ def build_spark_dataset(
         requests=kept,
         skipped_requests=sum(skipped.values()),
         skipped_fields=skipped,
+        unknown_currencies=unknown_currencies,
         rows={
             name: split_rows.get(code, 0) for code, name in enumerate(("train", "valid", "test"))
         },

@@ -10,13 +10,19 @@ stack: plotting, the Spark estimator, scikit-learn).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bidfilter.features import CATEGORICAL_FEATURES, FeatureEncoder, FeatureSpec, extract
+from bidfilter.features import (
+    CATEGORICAL_FEATURES,
+    SET_FEATURES,
+    FeatureEncoder,
+    FeatureSpec,
+    extract,
+)
 from bidfilter.openrtb import InvalidRequestError, parse_bid_request
 from bidfilter.training.dataset import split_of
 
@@ -27,6 +33,7 @@ REQUEST_FACTS_SCHEMA = ", ".join(
         "refused_field string",
         "partner_names array<string>",
         *(f"{name} string" for name in CATEGORICAL_FEATURES),
+        *(f"set_{name} array<string>" for name in SET_FEATURES),
     ]
 )
 MODEL_ROWS_SCHEMA = (
@@ -37,28 +44,37 @@ SCORES_SCHEMA = (
     "split byte, ts_ms long, partner_code int, bid boolean, oracle_p float, score double"
 )
 _NO_CATEGORICAL_VALUES: tuple[None, ...] = (None,) * len(CATEGORICAL_FEATURES)
+_NO_SET_MEMBERS: tuple[list[str], ...] = tuple([] for _ in SET_FEATURES)
 
 
 def request_facts(
-    batches: Iterator[pa.RecordBatch], valid_start: int, test_start: int
+    batches: Iterator[pa.RecordBatch],
+    valid_start: int,
+    test_start: int,
+    usd_per_unit: Mapping[str, float],
 ) -> Iterator[pa.RecordBatch]:
     """Pass 1 over the logs: per request, its ``ts_ms``, ``split``, the field the parser refused
-    (null if valid), its ``partner_names`` (passed through) and its raw categorical values."""
+    (null if valid), its ``partner_names`` (passed through), its raw categorical values and the
+    members of its set features."""
     for batch in batches:
         ts = batch.column("ts_ms").to_numpy()
         refused: list[str | None] = []
         values: list[list[str | None]] = [[] for _ in CATEGORICAL_FEATURES]
+        members: list[list[list[str]]] = [[] for _ in SET_FEATURES]
         for text, ts_ms in zip(batch.column("request").to_pylist(), ts.tolist(), strict=True):
             try:
                 request = parse_bid_request(text)
             except InvalidRequestError as error:
                 refused.append(error.field)
                 categorical: Sequence[str | None] = _NO_CATEGORICAL_VALUES
+                sets: Sequence[list[str]] = _NO_SET_MEMBERS
             else:
                 refused.append(None)
-                categorical = extract(request, ts_ms)[1]
+                _, categorical, sets = extract(request, ts_ms, usd_per_unit)
             for column, value in zip(values, categorical, strict=True):
                 column.append(value)
+            for set_column, listed in zip(members, sets, strict=True):
+                set_column.append(listed)
         yield pa.RecordBatch.from_arrays(
             [
                 batch.column("ts_ms"),
@@ -66,8 +82,16 @@ def request_facts(
                 pa.array(refused, pa.string()),
                 batch.column("partner_names"),
                 *(pa.array(column, pa.string()) for column in values),
+                *(pa.array(column, pa.list_(pa.string())) for column in members),
             ],
-            names=["ts_ms", "split", "refused_field", "partner_names", *CATEGORICAL_FEATURES],
+            names=[
+                "ts_ms",
+                "split",
+                "refused_field",
+                "partner_names",
+                *CATEGORICAL_FEATURES,
+                *(f"set_{name}" for name in SET_FEATURES),
+            ],
         )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bidfilter.artifact import open_store
 from bidfilter.cli import main
 
 SUBCOMMANDS = ["synth", "import-ipinyou", "import-jsonl", "train", "demo"]
@@ -91,9 +92,14 @@ def test_synth_train_and_model_commands(tmp_path: Path, capsys: pytest.CaptureFi
     assert shown["version"] == first["version"]
     assert shown["latest"] is True
     assert set(shown["thresholds"]) == {"dsp-01", "dsp-02", "dsp-03", "dsp-04"}
+    # The training report's warnings come along: a small log leaves partners few bids.
+    report = json.loads(open_store(str(store)).read_text(first["version"]))
+    assert shown["warnings"] == report["warnings"] and shown["warnings"]
+    assert shown["drifted"] == report["drift"]["drifted"]
 
     code, out, _ = run(capsys, "model", "show", "--store", str(store))
     assert "(LATEST)" in out and "thresholds" in out
+    assert all(f"warning     {warning}" in out for warning in shown["warnings"])
 
 
 def test_errors_name_the_problem_without_a_traceback(

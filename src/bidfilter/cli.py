@@ -217,6 +217,10 @@ def cmd_model_show(args: argparse.Namespace, settings: Settings) -> int:
     manifest = msgspec.to_builtins(store.read_manifest(version))
     manifest.pop("feature_spec", None)
     manifest["latest"] = version == store.latest()
+    if "report.json" in manifest["files"]:  # read_text's default: the training report
+        report = json.loads(store.read_text(version))
+        manifest["warnings"] = report.get("warnings", [])
+        manifest["drifted"] = (report.get("drift") or {}).get("drifted", [])
 
     def human(d: dict[str, Any]) -> str:
         test = d["metrics"].get("test", {})
@@ -231,6 +235,9 @@ def cmd_model_show(args: argparse.Namespace, settings: Settings) -> int:
             if test.get(key) is not None:
                 lines.append(f"test {key:<18} {test[key]:.4f}")
         lines.append("thresholds  " + ", ".join(f"{p}={t:.4f}" for p, t in d["thresholds"].items()))
+        if d.get("drifted"):
+            lines.append("drifting    " + ", ".join(d["drifted"]))
+        lines += [f"warning     {warning}" for warning in d.get("warnings", [])]
         return "\n".join(lines)
 
     _print(manifest, args.json, human)

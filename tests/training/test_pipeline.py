@@ -36,13 +36,15 @@ def test_version_is_published_and_verifies(published: tuple[Path, str]) -> None:
         "report.json",
         "savings_vs_recall.png",
         "calibration.png",
+        "drift.png",
+        "signals.png",
     }
     assert manifest.model_file == "model.ubj"
     assert len(manifest.partners) == 6
     assert set(manifest.thresholds) == set(manifest.partners)
     assert manifest.data_start < manifest.data_end
     assert FeatureSpec.from_dict(manifest.feature_spec).partners == manifest.partners
-    for plot in ("savings_vs_recall.png", "calibration.png"):
+    for plot in ("savings_vs_recall.png", "calibration.png", "drift.png", "signals.png"):
         assert (store_dir / "versions" / version / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -57,6 +59,13 @@ def test_report_has_the_promised_metrics(published: tuple[Path, str]) -> None:
     # Perfect knowledge can only save more at the same recall.
     assert test["oracle_call_savings"] >= test["call_savings"] - 0.02
     assert set(report["partners"]) == {f"dsp-{i:02d}" for i in range(1, 7)}
+    names = set(FeatureSpec.from_dict(verify(store_dir / "versions" / version).feature_spec).names)
+    for partner in report["partners"].values():
+        top = partner["top_signals"]
+        assert top and {signal["feature"] for signal in top} <= names - {"partner"}
+        weights = [signal["mean_abs_contribution"] for signal in top]
+        assert weights == sorted(weights, reverse=True) and weights[0] > 0
+    assert set(report["drift"]["partners"]) == set(report["partners"])
     for partner in report["partners"].values():
         assert 0.0 <= partner["threshold"] <= 1.0
         assert "bid_recall" in partner["test"]

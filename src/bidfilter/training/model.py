@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xgboost as xgb
@@ -132,6 +133,39 @@ class BidModel:
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Bid probabilities for rows laid out as ``spec.names`` (float32, NaN = missing)."""
         return np.asarray(self.booster.inplace_predict(features), dtype=np.float64)
+
+    def partner_signals(
+        self, rows: SplitRows, per_partner: int = 500, top: int = 8, seed: int = 0
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Per partner, the features its predictions move with most: the mean |contribution|
+        (XGBoost's per-row attribution, the fast Saabas approximation of SHAP) over up to
+        ``per_partner`` of its rows, the ``top`` largest. The partner column itself is left out:
+        it is who, not what."""
+        spec = self.spec
+        rng = np.random.default_rng(seed)
+        signals: dict[str, list[dict[str, Any]]] = {}
+        for code, partner in enumerate(spec.partners):
+            mine = np.flatnonzero(rows.partners == code)
+            if len(mine) > per_partner:
+                mine = np.sort(rng.choice(mine, per_partner, replace=False))
+            if len(mine) == 0:
+                signals[partner] = []
+                continue
+            matrix = xgb.DMatrix(
+                rows.take(mine).features,
+                feature_names=spec.names,
+                feature_types=spec.feature_types,
+                enable_categorical=True,
+            )
+            contributions = self.booster.predict(matrix, pred_contribs=True, approx_contribs=True)
+            weight = np.abs(contributions[:, : spec.partner_column]).mean(axis=0)
+            order = np.argsort(-weight, kind="stable")[:top]
+            signals[partner] = [
+                {"feature": spec.names[i], "mean_abs_contribution": float(weight[i])}
+                for i in order
+                if weight[i] > 0
+            ]
+        return signals
 
     def predict_rows(self, rows: SplitRows) -> np.ndarray:
         """:meth:`predict` of a whole split, chunk by chunk."""

@@ -29,9 +29,13 @@ from bidfilter.training.evaluate import calibration_table, drift, evaluate
 from bidfilter.training.model import MODEL_FILE, BidModel
 from bidfilter.training.plots import (
     CALIBRATION_PLOT,
+    DRIFT_PLOT,
     SAVINGS_PLOT,
+    SIGNALS_PLOT,
     plot_calibration,
+    plot_drift,
     plot_savings_vs_recall,
+    plot_signals,
 )
 from bidfilter.training.thresholds import partner_thresholds
 
@@ -140,6 +144,7 @@ def _report(
     thresholds: dict[str, float],
     valid: ScoredRows,
     test: ScoredRows,
+    signals: dict[str, list[dict[str, Any]]],
 ) -> dict[str, Any]:
     spec = data.spec
     oracle = test.oracle
@@ -154,6 +159,7 @@ def _report(
                 int(validation_bids[code]), config.min_validation_bids
             ),
             "test": metrics["partners"][partner],
+            "top_signals": signals.get(partner, []),
         }
         for code, partner in enumerate(spec.partners)
     }
@@ -240,7 +246,8 @@ def train(
         ScoredRows(model.predict_rows(rows), rows.bids, rows.partners, rows.oracle_p, rows.ts)
         for rows in (data.valid, data.test)
     )
-    return publish_trained(model, summary, valid, test, config, store, stage, started)
+    signals = model.partner_signals(data.valid)
+    return publish_trained(model, summary, valid, test, config, store, stage, started, signals)
 
 
 def publish_trained(
@@ -252,6 +259,7 @@ def publish_trained(
     store: ModelStore,
     stage: Callable[[str], None],
     started: float,
+    signals: dict[str, list[dict[str, Any]]],
 ) -> TrainResult:
     """Choose each partner's threshold on ``valid``, evaluate on ``test``, and publish a version
     (model, report, plots, manifest) to ``store``: the steps after fitting, for either engine.
@@ -267,7 +275,7 @@ def publish_trained(
         config.partner_recall,
         min_bids=config.min_validation_bids,
     )
-    report = _report(data, model, config, thresholds, valid, test)
+    report = _report(data, model, config, thresholds, valid, test, signals)
     metrics = report["test"]
     stage(
         f"test: auc {metrics['auc']:.4f}, bid recall {metrics['bid_recall']:.4f},"
@@ -295,6 +303,9 @@ def publish_trained(
             test.oracle,
         )
         plot_calibration(folder / CALIBRATION_PLOT, test.scores, test.bids)
+        plot_signals(folder / SIGNALS_PLOT, signals)
+        if report["drift"] is not None:
+            plot_drift(folder / DRIFT_PLOT, report["drift"])
         write_manifest(
             folder,
             version=version,

@@ -1,10 +1,12 @@
-"""PNG plots for the evaluation report: savings vs recall per partner, and calibration."""
+"""PNG plots for the evaluation report: savings vs recall per partner, calibration, drift per
+partner, and the signals each partner responds to."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -17,6 +19,8 @@ from bidfilter.training.evaluate import calibration_table, savings_recall_curve
 
 SAVINGS_PLOT = "savings_vs_recall.png"
 CALIBRATION_PLOT = "calibration.png"
+DRIFT_PLOT = "drift.png"
+SIGNALS_PLOT = "signals.png"
 
 
 def plot_savings_vs_recall(
@@ -80,3 +84,55 @@ def plot_calibration(path: Path, scores: np.ndarray, bids: np.ndarray) -> Path:
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def plot_drift(path: Path, drift: Mapping[str, Any]) -> Path:
+    """Per partner: AUC on the whole test period and on its latest day; drifting ones in red."""
+    partners = list(drift["partners"])
+    whole = [_or_nan(drift["partners"][p]["auc"]) for p in partners]
+    latest = [_or_nan(drift["partners"][p]["auc_latest"]) for p in partners]
+    positions = np.arange(len(partners))
+    figure, axis = plt.subplots(figsize=(max(6.0, 0.45 * len(partners)), 3.6))
+    axis.bar(positions - 0.2, whole, 0.4, label="test period", color="tab:blue")
+    colours = ["tab:red" if p in drift["drifted"] else "tab:gray" for p in partners]
+    axis.bar(positions + 0.2, latest, 0.4, label="latest day", color=colours)
+    axis.axhline(0.5, color="black", linewidth=0.6, linestyle=":")
+    axis.set_xticks(positions, partners, rotation=60, ha="right", fontsize=7)
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("AUC")
+    axis.set_title("Drift: AUC per partner (red: flagged as drifting)")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_signals(path: Path, signals: Mapping[str, Sequence[Mapping[str, Any]]]) -> Path:
+    """Heat map: each partner's mean |contribution| of its top signals (by row, so partners of
+    different bid rates read alike)."""
+    partners = [p for p, top in signals.items() if top]
+    features = sorted({s["feature"] for p in partners for s in signals[p][:4]})
+    grid = np.zeros((len(partners), len(features)))
+    for row, partner in enumerate(partners):
+        for signal in signals[partner]:
+            if signal["feature"] in features:
+                grid[row, features.index(signal["feature"])] = signal["mean_abs_contribution"]
+        peak = grid[row].max()
+        if peak > 0:
+            grid[row] /= peak
+    figure, axis = plt.subplots(
+        figsize=(max(6.0, 0.35 * len(features) + 2), max(3.0, 0.3 * len(partners) + 1.5))
+    )
+    axis.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    axis.set_xticks(range(len(features)), features, rotation=70, ha="right", fontsize=6)
+    axis.set_yticks(range(len(partners)), partners, fontsize=7)
+    axis.set_title("What each partner responds to (mean |contribution|, scaled per partner)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _or_nan(value: float | None) -> float:
+    return math.nan if value is None else value

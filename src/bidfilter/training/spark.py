@@ -17,6 +17,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import numpy as np
+import pyarrow.compute as pc
 from pyspark import SparkConf
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as sf
@@ -24,6 +26,7 @@ from xgboost.spark import SparkXGBClassifier
 
 from bidfilter.artifact import ModelStore
 from bidfilter.training.config import ModelConfig, TrainConfig
+from bidfilter.training.dataset import SplitRows
 from bidfilter.training.model import BidModel
 from bidfilter.training.pipeline import ScoredRows, TrainResult, publish_trained, stage_reporter
 from bidfilter.training.spark_dataset import SparkDataset, build_spark_dataset, uniform_draw
@@ -159,6 +162,29 @@ def train_on_spark(
         model = fit_on_spark(data, config.model, workers)
         stage(f"trained {model.trees} trees")
         valid, test = score_on_spark(data, model)
+        signals = model.partner_signals(_validation_sample(data, config.model.seed))
     finally:
         data.rows.unpersist()
-    return publish_trained(model, data.summary, valid, test, config, store, stage, started)
+    return publish_trained(model, data.summary, valid, test, config, store, stage, started, signals)
+
+
+def _validation_sample(data: SparkDataset, seed: int, rows: int = 20_000) -> SplitRows:
+    """A random share of the validation rows, on the driver: what the signals are read from."""
+    share = min(1.0, rows / max(data.summary.rows["valid"], 1))
+    draw = uniform_draw(sf.lit(seed), sf.lit("signals"), "request_id", "partner")
+    sample = (
+        data.rows.where((sf.col("split") == 1) & (draw < share))
+        .select("features", "partner_code", "bid", "oracle_p", "ts_ms")
+        .toArrow()
+    )
+    width = len(data.summary.spec.names)
+    features = pc.list_flatten(sample.column("features")).to_numpy().reshape(-1, width)
+    return SplitRows(
+        request_matrix=np.ascontiguousarray(features[:, :-1]),
+        bids=sample.column("bid").to_numpy(zero_copy_only=False),
+        partners=sample.column("partner_code").to_numpy(),
+        weights=None,
+        oracle_p=sample.column("oracle_p").to_numpy(zero_copy_only=False),
+        requests=np.arange(len(features)),
+        ts=sample.column("ts_ms").to_numpy(),
+    )

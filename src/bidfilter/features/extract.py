@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 
@@ -173,14 +174,19 @@ def extract(
         has_audio = has_audio or imp.audio is not None
         if tagid is None:
             tagid = imp.tagid
-        if imp.banner is not None and imp.banner.pos is not None and math.isnan(banner_pos):
-            banner_pos = float(imp.banner.pos)
-        rewarded = max(rewarded, imp.rwdd or 0)
+        if banner_pos != banner_pos and imp.banner is not None and imp.banner.pos is not None:
+            banner_pos = float(imp.banner.pos)  # (x != x: NaN, without a call on the hot path)
+        if imp.rwdd:
+            rewarded = 1
         # OpenRTB: bidfloorcur defaults to USD.
-        code = (imp.bidfloorcur or "USD").strip().upper()
+        code = imp.bidfloorcur or "USD"
+        rate = usd_per_unit.get(code)
+        if rate is None:  # written "eur" or " EUR", or a currency without a rate
+            code = code.strip().upper()
+            rate = usd_per_unit.get(code, NAN)
         if currency is None or (code != "USD" and currency == "USD"):
             currency = code  # the first non-USD one says most
-        floor = imp.bidfloor * usd_per_unit.get(code, NAN)
+        floor = imp.bidfloor * rate
         if math.isnan(floor):  # one floor in an unknown currency makes the range unknown
             floor_max = floor_min = NAN
             floor_local = (
@@ -351,6 +357,7 @@ def extract(
     return numeric, categorical, (sources, categories)
 
 
+@lru_cache(maxsize=1024)
 def _language(value: str | None) -> str | None:
     """The primary subtag, lower-cased: ``en-US`` and ``EN`` are both ``en``."""
     if not value:

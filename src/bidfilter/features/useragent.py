@@ -39,6 +39,7 @@ def software(ua: str) -> Software:
     )
 
 
+@lru_cache(maxsize=1024)
 def major_version(version: str | None) -> float:
     """``"17.4.1"`` -> 17.0; NaN when there is no leading number."""
     return _major(version.split(".", 1)[0] if version else None)

@@ -209,3 +209,30 @@ def test_a_batch_item_over_the_candidate_limit_is_refused_not_echoed(
     assert "requests[1].candidates" in str(replies[0].error)
     assert "300000 candidates, over the 10 limit" in str(replies[0].error)
     assert len(received) < 10_000  # the refusal, not 300,000 echoed decisions
+
+
+def test_a_length_past_the_end_of_its_frame_is_refused_naming_the_field(
+    pool: ServerPool, trained_store: tuple[Path, str]
+) -> None:
+    """A candidates list announcing 2**30 items in a 40-byte frame: the reply names the field
+    (it said `message: truncated`), and the connection goes on."""
+    server = start(pool, trained_store[0])
+    encoder, decoder = CallEncoder(*WIRE), ReplyDecoder(*WIRE)
+    call = encoder.filter(1, FilterRequest(openrtb=b"{}", candidates=["a"]))
+    one = b"\x18\x01a"  # compact: a 1-string list header, then "a"
+    assert call.count(one) == 1
+    body = call[4:].replace(one, b"\xf8\x80\x80\x80\x80\x04" + one[1:])  # 2**30 items
+    huge = len(body).to_bytes(4, "big") + body
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(huge + encoder.ping(2))
+        replies: list[Reply] = []
+        deadline = time.monotonic() + 20
+        while len(replies) < 2 and time.monotonic() < deadline:
+            data = sock.recv(65536)
+            if not data:
+                break
+            replies += decoder.feed(data)
+    assert [reply.seqid for reply in replies] == [1, 2]
+    assert replies[0].error is not None
+    assert "request.candidates" in str(replies[0].error)
+    assert "announces more bytes than" in str(replies[0].error)

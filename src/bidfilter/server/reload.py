@@ -97,8 +97,11 @@ class ModelWatcher:
         try:
             path = await asyncio.to_thread(self.store.fetch, latest, self.cache_dir)
             model = await asyncio.to_thread(ServingModel.load, path)
-        except (StoreError, OSError) as error:
-            self._retry_later(latest, failed_before, error)
+        except StoreError as error:  # the store, not us: try again at the next poll
+            self._retry_later(latest, failed_before, error, backoff=False)
+            return self.current
+        except OSError as error:  # our disk: a full one does not free itself every poll
+            self._retry_later(latest, failed_before, error, backoff=True)
             return self.current
         except (ArtifactError, ValueError) as error:
             await self._refuse(latest, str(error))
@@ -174,20 +177,22 @@ class ModelWatcher:
                 self.poll_s if self.current else min(self.poll_s, _RETRY_WITHOUT_MODEL_S)
             )
 
-    def _retry_later(self, version: str, failed_before: int, error: Exception) -> None:
+    def _retry_later(
+        self, version: str, failed_before: int, error: Exception, *, backoff: bool
+    ) -> None:
         failures = failed_before + 1
         delay_s = min(max(self.poll_s, 1.0) * 2 ** (failures - 1), _MAX_BACKOFF_S)
-        self._retries[version] = (failures, time.monotonic() + delay_s)
+        self._retries[version] = (failures, time.monotonic() + delay_s if backoff else 0.0)
         self.store_failures += 1
         # Once per version: a full disk would otherwise repeat the same line every poll.
         level = logging.WARNING if failures == 1 else logging.DEBUG
         log.log(
             level,
-            "could not fetch model version %s into %s: %s; retrying with backoff (next in %.0f s)",
+            "could not fetch model version %s into %s: %s; %s",
             version,
             self.cache_dir,
             error,
-            delay_s,
+            f"retrying with backoff (next in {delay_s:.0f} s)" if backoff else "retrying each poll",
         )
 
     async def _refuse(self, version: str, reason: str) -> None:

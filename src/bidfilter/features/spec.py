@@ -110,11 +110,14 @@ class FeatureEncoder:
             {value: code for code, value in enumerate(spec.vocabularies[name], start=1)}
             for name in spec.categorical
         ]
-        self._set_lookups = [
-            {member: column for column, member in enumerate(spec.sets[name])}
-            for name in SET_FEATURES
-        ]
-        self._set_widths = [len(spec.sets[name]) for name in SET_FEATURES]
+        # One lookup for every set feature's members: member -> its column past the numeric ones.
+        self._set_lookups: list[dict[str, int]] = []
+        offset = 0
+        for name in SET_FEATURES:
+            members = spec.sets[name]
+            self._set_lookups.append({m: offset + i for i, m in enumerate(members)})
+            offset += len(members)
+        self._no_members = [0.0] * offset
         self._rates = spec.usd_per_unit
         self.partner_codes = {partner: code for code, partner in enumerate(spec.partners)}
         self.width = len(spec.names)
@@ -129,13 +132,15 @@ class FeatureEncoder:
         compiled evaluator (packing costs a fraction of a numpy array's set-up)."""
         numeric, categorical, sets = extract(request, ts_ms, self._rates)
         values: list[float] = numeric
-        for lookup, width, members in zip(self._set_lookups, self._set_widths, sets, strict=True):
-            block = [0.0] * width
+        block = self._no_members
+        for lookup, members in zip(self._set_lookups, sets, strict=True):
             for member in members:
                 column = lookup.get(member)
                 if column is not None:
+                    if block is self._no_members:  # most requests set none: no copy for them
+                        block = block.copy()
                     block[column] = 1.0
-            values.extend(block)
+        values.extend(block)
         values.extend(
             [
                 NAN if value is None else lookup.get(value, OUT_OF_VOCABULARY)

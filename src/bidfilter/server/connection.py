@@ -61,7 +61,7 @@ class ThriftConnection(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
         worker = self.worker
-        if len(worker.connections) >= worker.settings.max_connections or worker.draining:
+        if len(worker.connections) >= worker.settings.max_connections:
             worker.metrics.add("connections_refused")
             self.closed = True
             transport.abort()

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 # How often a worker's event loop tells the supervisor it turns; the supervisor replaces a worker
 # silent for ``heartbeat_timeout_s`` (stopped, or its loop stuck in one call).
 HEARTBEAT_INTERVAL_S = 0.5
+_ACCEPT_QUEUE_GRACE_S = 0.25  # at SIGTERM: connections already accepted by the kernel come in
 
 
 def check_port_free(host: str, port: int, what: str) -> None:
@@ -78,7 +79,6 @@ class Worker:
         self.service = FilterService(settings, self.metrics)
         self.dispatcher = Dispatcher(self.service, self.metrics, settings.max_pending_calls)
         self.connections: set[ThriftConnection] = set()
-        self.draining = False
         # The loop (ready, heartbeats) and the listener thread (load results) both write to the
         # pipe; a Connection's send is not safe from two threads at once.
         self._control_lock = threading.Lock()
@@ -114,7 +114,10 @@ class Worker:
 
     async def _drain(self, server: asyncio.Server) -> None:
         """Stop accepting, answer every call already received, close connections as they idle."""
-        self.draining = True
+        # Connections the kernel completed before the signal wait in this worker's accept
+        # queue, their calls perhaps already sent; closing the listening socket now would reset
+        # them. Take them in first: they are answered and closed like the others.
+        await asyncio.sleep(_ACCEPT_QUEUE_GRACE_S)
         server.close()
         log.info("worker %d draining %d connections", self.slot, len(self.connections))
         deadline = asyncio.get_running_loop().time() + self.settings.drain_s

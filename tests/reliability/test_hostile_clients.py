@@ -94,18 +94,37 @@ def flood_until_dropped(sock: socket.socket, seconds: float) -> float | None:
     return None
 
 
-def ping_answered(port: int, timeout: float) -> bool:
-    encoder, decoder = CallEncoder(*WIRE), ReplyDecoder(*WIRE)
+def exchange(
+    port: int,
+    calls: bytes,
+    *,
+    wire: tuple[Protocol, Transport] = WIRE,
+    replies: int | None = None,
+    half_close: bool = False,
+    timeout: float = 20.0,
+) -> tuple[list[Reply], int]:
+    """Send ``calls`` on one connection (then shut down writing, with ``half_close``) and read
+    until ``replies`` replies came (None: until the server closes) or ``timeout``. Returns the
+    replies and how many bytes came back."""
+    decoder = ReplyDecoder(*wire)
+    received: list[Reply] = []
+    size = 0
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(encoder.ping(7))
+        sock.sendall(calls)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while (replies is None or len(received) < replies) and time.monotonic() < deadline:
             data = sock.recv(65536)
             if not data:
-                return False
-            if decoder.feed(data):
-                return True
-    return False
+                break
+            size += len(data)
+            received += decoder.feed(data)
+    return received, size
+
+
+def ping_answered(port: int, timeout: float) -> bool:
+    return bool(exchange(port, CallEncoder(*WIRE).ping(7), replies=1, timeout=timeout)[0])
 
 
 def test_a_client_that_never_reads_is_bounded_and_dropped(
@@ -164,21 +183,12 @@ def test_half_close_gets_every_call_answered(
     pool: ServerPool, trained_store: tuple[Path, str], method: str
 ) -> None:
     server = start(pool, trained_store[0])
-    encoder, decoder = CallEncoder(*WIRE), ReplyDecoder(*WIRE)
+    encoder = CallEncoder(*WIRE)
     request = FilterRequest(openrtb=OPENRTB, deadline_ms=10_000)
     calls = b"".join(
         encoder.ping(i) if method == "ping" else encoder.filter(i, request) for i in range(200)
     )
-    replies = []
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(calls)
-        sock.shutdown(socket.SHUT_WR)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            data = sock.recv(65536)
-            if not data:
-                break
-            replies += decoder.feed(data)
+    replies, _ = exchange(server.port, calls, half_close=True)
     assert [reply.seqid for reply in replies] == list(range(200))
 
 
@@ -188,27 +198,18 @@ def test_a_batch_item_over_the_candidate_limit_is_refused_not_echoed(
 ) -> None:
     server = start(pool, trained_store[0], max_candidates=10, max_message_bytes=4 << 20)
     wire = (protocol, Transport.FRAMED)
-    encoder, decoder = CallEncoder(*wire), ReplyDecoder(*wire)
+    encoder = CallEncoder(*wire)
     batch = [
         FilterRequest(openrtb=OPENRTB, candidates=["dsp-01"]),
         FilterRequest(openrtb=OPENRTB, candidates=[""] * 300_000),  # empty ids: ~300 KB compact
     ]
-    received = b""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(encoder.filter_batch(1, batch) + encoder.ping(2))
-        replies: list[Reply] = []
-        deadline = time.monotonic() + 20
-        while len(replies) < 2 and time.monotonic() < deadline:
-            data = sock.recv(65536)
-            if not data:
-                break
-            received += data
-            replies += decoder.feed(data)
+    calls = encoder.filter_batch(1, batch) + encoder.ping(2)
+    replies, received = exchange(server.port, calls, wire=wire, replies=2)
     assert [reply.seqid for reply in replies] == [1, 2]
     assert replies[0].error is not None
     assert "requests[1].candidates" in str(replies[0].error)
     assert "300000 candidates, over the 10 limit" in str(replies[0].error)
-    assert len(received) < 10_000  # the refusal, not 300,000 echoed decisions
+    assert received < 10_000  # the refusal, not 300,000 echoed decisions
 
 
 def test_a_length_past_the_end_of_its_frame_is_refused_naming_the_field(
@@ -217,21 +218,13 @@ def test_a_length_past_the_end_of_its_frame_is_refused_naming_the_field(
     """A candidates list announcing 2**30 items in a 40-byte frame: the reply names the field
     (it said `message: truncated`), and the connection goes on."""
     server = start(pool, trained_store[0])
-    encoder, decoder = CallEncoder(*WIRE), ReplyDecoder(*WIRE)
+    encoder = CallEncoder(*WIRE)
     call = encoder.filter(1, FilterRequest(openrtb=b"{}", candidates=["a"]))
     one = b"\x18\x01a"  # compact: a 1-string list header, then "a"
     assert call.count(one) == 1
     body = call[4:].replace(one, b"\xf8\x80\x80\x80\x80\x04" + one[1:])  # 2**30 items
     huge = len(body).to_bytes(4, "big") + body
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(huge + encoder.ping(2))
-        replies: list[Reply] = []
-        deadline = time.monotonic() + 20
-        while len(replies) < 2 and time.monotonic() < deadline:
-            data = sock.recv(65536)
-            if not data:
-                break
-            replies += decoder.feed(data)
+    replies, _ = exchange(server.port, huge + encoder.ping(2), replies=2)
     assert [reply.seqid for reply in replies] == [1, 2]
     assert replies[0].error is not None
     assert "request.candidates" in str(replies[0].error)

@@ -53,8 +53,9 @@ class SplitRows:
         return self.between(0, len(self))
 
     def chunks(self, size: int = 1 << 18) -> Iterator[tuple[int, np.ndarray]]:
-        """(start, features of rows start..start+size) over the split."""
-        for start in range(0, len(self), size):
+        """(start, features of rows start..start+size) over the split; an empty split is one
+        empty chunk (XGBoost wants at least one)."""
+        for start in range(0, max(len(self), 1), size):
             yield start, self.between(start, min(start + size, len(self)))
 
     def between(self, start: int, end: int) -> np.ndarray:

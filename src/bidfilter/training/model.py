@@ -35,17 +35,16 @@ class _Chunks(xgb.DataIter):
     def __init__(self, rows: SplitRows, spec: FeatureSpec) -> None:
         super().__init__(release_data=True)
         self._rows, self._spec = rows, spec
-        self._starts = list(range(0, max(len(rows), 1), _CHUNK_ROWS))
-        self._next = 0
+        self._chunks = rows.chunks()
 
     def next(self, input_data: Callable[..., None]) -> bool:
-        if self._next == len(self._starts):
+        chunk = next(self._chunks, None)
+        if chunk is None:
             return False
-        rows, start = self._rows, self._starts[self._next]
-        end = min(start + _CHUNK_ROWS, len(rows))
-        self._next += 1
+        rows, (start, features) = self._rows, chunk
+        end = start + len(features)
         input_data(
-            data=rows.between(start, end),
+            data=features,
             label=rows.bids[start:end].astype(np.float32),
             weight=None if rows.weights is None else rows.weights[start:end],
             feature_names=self._spec.names,
@@ -54,10 +53,7 @@ class _Chunks(xgb.DataIter):
         return True
 
     def reset(self) -> None:
-        self._next = 0
-
-
-_CHUNK_ROWS = 1 << 18
+        self._chunks = self._rows.chunks()
 
 
 def _matrix(

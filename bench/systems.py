@@ -45,7 +45,7 @@ from bench.workload import (
     thrift_calls,
     v2_inference_body,
 )
-from bidfilter.client import BidFilterClient
+from bidfilter.client import BidFilterClient, ConnectionSettings
 from bidfilter.features import FeatureSpec
 from bidfilter.thrift import (
     FilterResponse,
@@ -204,11 +204,15 @@ class _ThriftSystem(SystemUnderTest):
     wire = "thrift"
 
     def _client(self) -> BidFilterClient:
-        return BidFilterClient(HOST, self.port, timeout=10.0, retries=0, pool_size=1)
+        return BidFilterClient(
+            ConnectionSettings(HOST, self.port, timeout=10.0, retries=0), pool_size=1
+        )
 
     def is_ready(self) -> bool:
         try:
-            with BidFilterClient(HOST, self.port, timeout=2.0, retries=0) as client:
+            with BidFilterClient(
+                ConnectionSettings(HOST, self.port, timeout=2.0, retries=0)
+            ) as client:
                 client.ping()
             return True
         except Exception:  # not listening yet, or not answering yet

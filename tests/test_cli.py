@@ -296,3 +296,33 @@ def test_a_bad_currency_rates_file_is_refused_naming_it(
     assert code != 0
     assert str(rates) in err and "usd_per_unit.EUR" in err and "Traceback" not in err
     assert not (tmp_path / "s").exists()
+
+
+def test_every_setting_is_a_serve_flag_that_names_its_variable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The serve flags are made from the settings: a new field is a flag, with its help."""
+    from bidfilter.settings import Settings
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = capsys.readouterr().out
+    for name, field in Settings.model_fields.items():
+        assert field.description, f"{name} has no description"
+        if name not in ("log_level", "log_json"):  # flags of every command, before it
+            assert f"--{name.replace('_', '-')} " in out and f"BIDFILTER_{name.upper()}" in out
+    assert "(default: 9090; env BIDFILTER_PORT)" in " ".join(out.split())
+
+
+def test_a_flag_wins_over_its_variable_which_wins_over_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bidfilter.cli import build_parser, settings_from
+    from bidfilter.settings import Settings
+
+    monkeypatch.setenv("BIDFILTER_PORT", "9999")
+    monkeypatch.setenv("BIDFILTER_MAX_BATCH", "7")
+    monkeypatch.delenv("BIDFILTER_DRAIN_S", raising=False)
+    settings = settings_from(build_parser().parse_args(["serve", "--port", "1234"]))
+    assert (settings.port, settings.max_batch) == (1234, 7)
+    assert settings.drain_s == Settings.model_fields["drain_s"].default

@@ -1,6 +1,10 @@
 """The ``bidfilter`` command. Thin: parses flags, builds settings, calls the library, prints.
 
-Every command prints a human summary, or one JSON document with ``--json`` for scripts.
+Every command prints a human summary, or one JSON document with ``--json`` for scripts. Each
+group of commands is one ``add_*`` function beside its handlers; ``build_parser`` lists them.
+Flags that set a ``Settings`` field (every ``serve`` flag, ``--store``, ``--log-level``...) are
+made from the field, so its name, type, help, default and ``BIDFILTER_*`` variable are written
+once, in ``settings.py``.
 """
 
 from __future__ import annotations
@@ -9,11 +13,15 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+import types
+import typing
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 
 from bidfilter import __version__
 from bidfilter.settings import Settings, settings_error_lines
@@ -24,51 +32,162 @@ from bidfilter.training.config import (
     TrainConfig,
 )
 
+if TYPE_CHECKING:
+    from bidfilter.artifact import ModelStore
+
 log = logging.getLogger("bidfilter")
+
+Handler: TypeAlias = Callable[[argparse.Namespace, Settings], int]
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 DEFAULT_LOGS = ".bidfilter/logs"
 DEFAULT_CLUSTER_STATE = ".bidfilter/cluster"
+_TRAIN = TrainConfig()
 _MODEL = ModelConfig()
 _DATASET = DatasetConfig()
+
+
+# --- flags --------------------------------------------------------------------------------------
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds ``(default: X)`` to each flag's help, except where there is no value to show (an
+    optional flag's ``None``, a switch's ``False``, a repeatable flag's ``[]``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
+# A flag that sets a Settings field stores under this prefix, and only when given (its argparse
+# default is SUPPRESS): what was not given is left to the environment, then the field's default.
+_SETTING = "setting:"
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, names: Iterable[str]) -> None:
+    """One flag per ``Settings`` field named: ``--max-batch`` for ``max_batch``, its type from
+    the field's annotation, its help from the field's description, default and variable."""
+    for name in names:
+        field = Settings.model_fields[name]
+        flag, variable = "--" + name.replace("_", "-"), "BIDFILTER_" + name.upper()
+        shown = _shown_default(field)
+        help_text = f"{field.description} ({f'default: {shown}; ' if shown else ''}env {variable})"
+        kind = _flag_type(field.annotation)
+        common: dict[str, Any] = {
+            "dest": _SETTING + name,
+            "default": argparse.SUPPRESS,
+            "help": help_text,
+        }
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", **common)
+        else:
+            parser.add_argument(flag, type=kind, metavar=name.upper(), **common)
+
+
+def _shown_default(field: FieldInfo) -> str:
+    """The default as help shows it; empty when there is none to show (``None``, ``False``, a
+    default computed at start, which the description explains)."""
+    if field.default_factory is not None or field.default is None or field.default is False:
+        return ""
+    return str(field.default)
+
+
+def _flag_type(annotation: Any) -> Callable[[str], Any]:
+    """What argparse converts a setting's text with: ``Path | None`` -> ``Path``; a ``Literal``
+    stays text, for the settings to check (and name the variable in the error)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        (annotation,) = (arg for arg in typing.get_args(annotation) if arg is not type(None))
+    if typing.get_origin(annotation) is typing.Literal:
+        return str
+    kind: Callable[[str], Any] = annotation
+    return kind
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The settings: the flags given, else ``BIDFILTER_*`` variables, else the defaults."""
+    given = {
+        name.removeprefix(_SETTING): value
+        for name, value in vars(args).items()
+        if name.startswith(_SETTING)
+    }
+    return Settings(**given)
+
+
+def _command(
+    commands: Commands,
+    name: str,
+    handler: Handler,
+    help_text: str,
+    *,
+    description: str | None = None,
+    json_flag: bool = True,
+) -> argparse.ArgumentParser:
+    sub = commands.add_parser(
+        name,
+        help=help_text,
+        description=description or help_text,
+        formatter_class=_DefaultsFormatter,
+    )
+    sub.set_defaults(handler=handler)
+    if json_flag:
+        sub.add_argument("--json", action="store_true", help="print one JSON document for machines")
+    return sub
+
+
+def _group(commands: Commands, name: str, help_text: str, description: str) -> Commands:
+    """A command of actions (``model list``, ``cluster up``...): the parser its actions go in."""
+    group = commands.add_parser(name, help=help_text, description=description)
+    return group.add_subparsers(dest=f"{name}_command", required=True, metavar="ACTION")
+
+
+def _add_store_flags(parser: argparse.ArgumentParser) -> None:
+    add_setting_flags(parser, ("store", "s3_endpoint_url"))
 
 
 def _print(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:
     print(json.dumps(result, indent=2, default=str) if as_json else human(result))
 
 
-def _partner_recall(values: Sequence[str]) -> dict[str, float]:
-    overrides = {}
-    for value in values:
-        partner, _, recall = value.partition("=")
-        try:
-            overrides[partner] = float(recall)
-        except ValueError:
-            raise SystemExit(f"--partner-recall expects PARTNER=RECALL, got {value!r}") from None
-    return overrides
-
-
-def _store(args: argparse.Namespace, settings: Settings, *, existing: bool = False) -> Any:
-    """The store the flags name; with ``existing``, a local one must already be there."""
-    return _open_store(
-        args.store or settings.store,
-        args.s3_endpoint_url or settings.s3_endpoint_url,
-        existing=existing,
-    )
-
-
-def _open_store(uri: str, endpoint_url: str | None, *, existing: bool) -> Any:
-    """With ``existing``, a local store must already be there: reading a mistyped path would
-    otherwise look like an empty store (and a server would fail open on it for ever)."""
+def _store(settings: Settings, *, existing: bool = False) -> ModelStore:
+    """The store the settings name. With ``existing``, a local store must already be there:
+    reading a mistyped path would otherwise look like an empty store (and a server would fail
+    open on it for ever)."""
     from bidfilter.artifact import StoreError, open_store
 
-    store = open_store(uri, endpoint_url=endpoint_url)
+    store = open_store(settings.store, endpoint_url=settings.s3_endpoint_url)
     root = getattr(store, "root", None)  # local stores only: S3 prefixes exist once written to
     if existing and root is not None and not root.is_dir():
         raise StoreError("store", f"no model store at {root} (no such directory)")
     return store
 
 
-# --- commands ---------------------------------------------------------------------------------
+# --- data: synth, import-ipinyou, import-jsonl -------------------------------------------------
+
+
+def add_data_commands(commands: Commands) -> None:
+    synth = _command(
+        commands,
+        "synth",
+        cmd_synth,
+        "Write synthetic OpenRTB 2.6 auction logs whose partners bid by hidden policies.",
+    )
+    synth.add_argument("--requests", type=int, default=100_000, help="bid requests")
+    synth.add_argument("--partners", type=int, default=20, help="demand partners")
+    synth.add_argument("--seed", type=int, default=0, help="random seed; same seed, same logs")
+    synth.add_argument("--days", type=int, default=28, help="days of traffic to spread over")
+    synth.add_argument("--out", default=DEFAULT_LOGS, help="log directory")
+
+    importers = [
+        ("import-ipinyou", cmd_import_ipinyou, "Convert iPinYou bid/impression logs into auction"
+         " logs.", "iPinYou log files (.txt, .gz, .bz2)"),
+        ("import-jsonl", cmd_import_jsonl, "Convert JSON-lines auction logs into Parquet.",
+         "JSON-lines files, one auction record per line"),
+    ]  # fmt: skip
+    for name, handler, help_text, files_help in importers:
+        importer = _command(commands, name, handler, help_text)
+        importer.add_argument("files", nargs="+", help=files_help)
+        importer.add_argument("--out", required=True, help="auction-log directory to write")
 
 
 def cmd_synth(args: argparse.Namespace, settings: Settings) -> int:
@@ -82,14 +201,15 @@ def cmd_synth(args: argparse.Namespace, settings: Settings) -> int:
         days=args.days,
         progress=not args.json and sys.stderr.isatty(),
     )
-    _print(
-        summary.to_dict(),
-        args.json,
-        lambda d: (
-            f"wrote {d['requests']} requests x {len(d['partners'])} partners to {args.out}"
+
+    def human(d: dict[str, Any]) -> str:
+        partners = len(d["partners"])
+        return (
+            f"wrote {d['requests']} requests x {partners} partners to {args.out}"
             f" (overall bid rate {d['overall_bid_rate']:.2%})"
-        ),
-    )
+        )
+
+    _print(summary.to_dict(), args.json, human)
     return 0
 
 
@@ -109,45 +229,155 @@ def cmd_import_jsonl(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# --- train ---------------------------------------------------------------------------------------
+
+
+# A train flag that sets one TrainConfig field stores under this prefix and the field's path
+# ("model.trees": the trees of its ModelConfig), which is all _train_config needs to know of it.
+_CONFIG_FIELD = "config:"
+_CONFIGS: dict[str, Any] = {"": _TRAIN, "model": _MODEL, "dataset": _DATASET}
+
+
+def add_train_command(commands: Commands) -> None:
+    """Every ``train`` flag. One that sets a single ``TrainConfig`` field is a line of
+    ``fields`` (the field's path and the flag's help; the flag is named after the field, whose
+    type and default it takes); the others are spelled out, and ``_train_config`` reads them."""
+    train = _command(
+        commands,
+        "train",
+        cmd_train,
+        "Train the bid-probability model on auction logs, pick per-partner thresholds for a target"
+        " bid recall, evaluate on the latest part of the logs, and publish a new version.",
+    )
+    train.add_argument("--logs", default=DEFAULT_LOGS, help="auction-log directory")
+    _add_store_flags(train)
+    fields = {
+        "target_recall": "share of each partner's bids to keep on the validation set",
+        "min_validation_bids": "a partner with fewer validation bids gets a smoothed threshold"
+        f" (and under {MIN_BIDS_TO_FILTER} none: it is not filtered); report.json lists them",
+        "model.trees": "maximum boosting rounds",
+        "model.max_depth": "tree depth",
+        "model.learning_rate": "shrinkage",
+        "dataset.negative_rate": "share of non-bid training rows kept, reweighted to stay"
+        " calibrated",
+        "dataset.vocabulary_min_count": "a categorical value seen fewer times in training is out"
+        " of vocabulary",
+        "dataset.valid_fraction": "validation share",
+        "dataset.test_fraction": "test share, the latest",
+    }
+    for path, help_text in fields.items():
+        part, _, name = path.rpartition(".")
+        config = _CONFIGS[part]
+        train.add_argument(
+            "--" + name.replace("_", "-"),
+            type=typing.get_type_hints(type(config))[name],
+            default=getattr(config, name),
+            dest=_CONFIG_FIELD + path,
+            metavar=name.upper(),
+            help=help_text,
+        )
+    train.add_argument(
+        "--partner-recall",
+        action="append",
+        default=[],
+        metavar="PARTNER=RECALL",
+        help="override the target recall for one partner (repeatable)",
+    )
+    train.add_argument(
+        "--early-stopping",
+        type=int,
+        default=_MODEL.early_stopping_rounds,
+        metavar="N",
+        help="stop after N rounds without improvement",
+    )
+    train.add_argument(
+        "--early-stopping-loss",
+        choices=["per-partner", "pooled"],
+        default="per-partner" if _MODEL.early_stopping_per_partner else "pooled",
+        help="what early stopping watches: the mean of the partners' validation log-losses"
+        " (per-partner: every partner counts) or the log-loss of all rows (pooled: the busiest"
+        " partners decide)",
+    )
+    train.add_argument(
+        "--recency-half-life-days",
+        type=float,
+        default=_DATASET.recency_half_life_days or 0.0,
+        metavar="DAYS",
+        help="training rows weigh 0.5 ** (age / DAYS), age counted back from the validation"
+        " period; 0 weighs all days alike",
+    )
+    train.add_argument(
+        "--models",
+        choices=["per-partner", "shared"],
+        default="per-partner" if _MODEL.per_partner else "shared",
+        help="one booster per partner, merged into one served model, or one booster shared by"
+        " every partner (docs/training.md)",
+    )
+    train.add_argument(
+        "--no-partner-affinity",
+        action="store_true",
+        help="leave out the per-partner bid-rate and count columns for publisher, domain and tag"
+        " (docs/features.md)",
+    )
+    train.add_argument(
+        "--currency-rates",
+        metavar="FILE",
+        help='US dollars per unit of each currency, as {"usd_per_unit": {"EUR": 1.08, ...}}'
+        " (default: the table bidfilter ships, features/data/usd_rates.json); saved in the model,"
+        " so serving converts floors as training did",
+    )
+    train.add_argument("--seed", type=int, default=_DATASET.seed, help="random seed")
+    train.add_argument(
+        "--engine",
+        choices=["local", "spark"],
+        default="local",
+        help="local: this process, logs in a directory; spark: Apache Spark, for logs past one"
+        " machine's memory or time budget, at any path Spark reads (s3://...); needs pyspark and"
+        " Java 17+ (docs/training.md)",
+    )
+    train.add_argument(
+        "--spark-master",
+        metavar="URL",
+        help="with --engine spark: local[N], yarn, spark://HOST:PORT... (default: the master"
+        " spark-submit set, else local[2])",
+    )
+
+
 def _train_config(args: argparse.Namespace) -> TrainConfig:
+    fields: dict[str, dict[str, Any]] = {part: {} for part in _CONFIGS}
+    for dest, value in vars(args).items():
+        if dest.startswith(_CONFIG_FIELD):
+            part, _, name = dest.removeprefix(_CONFIG_FIELD).rpartition(".")
+            fields[part][name] = value
     return TrainConfig(
         dataset=DatasetConfig(
-            valid_fraction=args.valid_fraction,
-            test_fraction=args.test_fraction,
-            negative_rate=args.negative_rate,
-            vocabulary_min_count=args.vocabulary_min_count,
+            **fields["dataset"],
             recency_half_life_days=args.recency_half_life_days or None,
+            partner_affinity=not args.no_partner_affinity,
             currency_rates=Path(args.currency_rates) if args.currency_rates else None,
             seed=args.seed,
         ),
         model=ModelConfig(
-            trees=args.trees,
-            max_depth=args.max_depth,
-            learning_rate=args.learning_rate,
+            **fields["model"],
             early_stopping_rounds=args.early_stopping,
             early_stopping_per_partner=args.early_stopping_loss == "per-partner",
+            per_partner=args.models == "per-partner",
             seed=args.seed,
         ),
-        target_recall=args.target_recall,
         partner_recall=_partner_recall(args.partner_recall),
-        min_validation_bids=args.min_validation_bids,
+        **fields[""],
     )
 
 
-def _train_summary(d: dict[str, Any]) -> str:
-    test = d["test"]
-    lines = [
-        f"published version {d['version']} to {d['store']} ({d['trees']} trees, {d['seconds']} s)",
-        f"  test AUC            {test['auc']:.4f}",
-        f"  test log-loss       {test['logloss']:.4f}",
-        f"  bid recall          {test['bid_recall']:.2%}",
-        f"  call savings        {test['call_savings']:.2%}",
-    ]
-    if test.get("oracle_call_savings") is not None:
-        lines.append(
-            f"  oracle savings      {test['oracle_call_savings']:.2%}  (same recall, perfect model)"
-        )
-    return "\n".join(lines)
+def _partner_recall(values: Sequence[str]) -> dict[str, float]:
+    overrides = {}
+    for value in values:
+        partner, _, recall = value.partition("=")
+        try:
+            overrides[partner] = float(recall)
+        except ValueError:
+            raise SystemExit(f"--partner-recall expects PARTNER=RECALL, got {value!r}") from None
+    return overrides
 
 
 def _check_partner_recall(args: argparse.Namespace) -> None:
@@ -166,6 +396,22 @@ def _check_partner_recall(args: argparse.Namespace) -> None:
         )
 
 
+def _train_summary(d: dict[str, Any]) -> str:
+    test = d["test"]
+    lines = [
+        f"published version {d['version']} to {d['store']} ({d['trees']} trees, {d['seconds']} s)",
+        f"  test AUC            {test['auc']:.4f}",
+        f"  test log-loss       {test['logloss']:.4f}",
+        f"  bid recall          {test['bid_recall']:.2%}",
+        f"  call savings        {test['call_savings']:.2%}",
+    ]
+    if test.get("oracle_call_savings") is not None:
+        lines.append(
+            f"  oracle savings      {test['oracle_call_savings']:.2%}  (same recall, perfect model)"
+        )
+    return "\n".join(lines)
+
+
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     _check_partner_recall(args)
     if args.engine == "spark":
@@ -178,13 +424,13 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
             ) from None
 
         with spark_session(args.spark_master) as spark:
-            result = train_on_spark(spark, args.logs, _store(args, settings), _train_config(args))
+            result = train_on_spark(spark, args.logs, _store(settings), _train_config(args))
     else:
         from bidfilter.training.pipeline import train
 
         result = train(
             args.logs,
-            _store(args, settings),
+            _store(settings),
             _train_config(args),
             progress=not args.json and sys.stderr.isatty(),
         )
@@ -192,8 +438,31 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# --- model ---------------------------------------------------------------------------------------
+
+
+def add_model_commands(commands: Commands) -> None:
+    actions = _group(
+        commands,
+        "model",
+        "List, inspect and promote published model versions.",
+        "List, inspect and promote published model versions.",
+    )
+    _add_store_flags(
+        _command(actions, "list", cmd_model_list, "List versions, oldest first; * marks LATEST.")
+    )
+    show = _command(actions, "show", cmd_model_show, "Show a version's manifest and test metrics.")
+    _add_store_flags(show)
+    show.add_argument("version", nargs="?", help="version id (default: LATEST)")
+    promote = _command(
+        actions, "promote", cmd_model_promote, "Point LATEST at a version: roll forward or back."
+    )
+    _add_store_flags(promote)
+    promote.add_argument("version", help="version id")
+
+
 def cmd_model_list(args: argparse.Namespace, settings: Settings) -> int:
-    store = _store(args, settings, existing=True)
+    store = _store(settings, existing=True)
     latest = store.latest()
     versions = store.versions()
     result = {"store": store.uri, "latest": latest, "versions": versions}
@@ -210,7 +479,7 @@ def cmd_model_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_model_show(args: argparse.Namespace, settings: Settings) -> int:
     import msgspec
 
-    store = _store(args, settings, existing=True)
+    store = _store(settings, existing=True)
     version = args.version or store.latest()
     if version is None:
         raise SystemExit(f"no versions in {store.uri}")
@@ -245,7 +514,7 @@ def cmd_model_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_model_promote(args: argparse.Namespace, settings: Settings) -> int:
-    store = _store(args, settings, existing=True)
+    store = _store(settings, existing=True)
     previous = store.latest()
     store.promote(args.version)
     log.info("LATEST moved from %s to %s in %s", previous, args.version, store.uri)
@@ -257,46 +526,123 @@ def cmd_model_promote(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-_SERVE_FLAGS = (
-    "store",
-    "s3_endpoint_url",
-    "host",
-    "port",
-    "workers",
-    "metrics_port",
-    "poll_s",
-    "cache_dir",
-    "exploration_rate",
-    "deadline_share_of_tmax",
-    "default_deadline_ms",
-    "max_pending_calls",
-    "max_connections",
-    "idle_timeout_s",
-    "read_timeout_s",
-    "max_message_bytes",
-    "max_unsent_bytes",
-    "max_candidates",
-    "max_batch",
-    "drain_s",
-    "ready_share",
-    "heartbeat_timeout_s",
-    "tls_cert",
-    "tls_key",
-    "tls_client_ca",
-)
+# --- serve ---------------------------------------------------------------------------------------
+
+# Global flags (before the command), not serve's own.
+_GLOBAL_SETTINGS = ("log_level", "log_json")
+
+
+def add_serve_command(commands: Commands) -> None:
+    """A flag per setting: a field added to ``Settings`` is a ``serve`` flag at once."""
+    serve = _command(
+        commands,
+        "serve",
+        cmd_serve,
+        "Serve bid-filter decisions over Thrift (binary/compact, framed/unframed).",
+        description="Serve bid-filter decisions over Apache Thrift with N worker processes on one"
+        " port, hot-reloading the newest model from the store. Every flag can also be set as a"
+        " BIDFILTER_<NAME> environment variable (e.g. BIDFILTER_PORT=9090).",
+        json_flag=False,
+    )
+    add_setting_flags(
+        serve, (name for name in Settings.model_fields if name not in _GLOBAL_SETTINGS)
+    )
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from bidfilter.server.supervisor import Supervisor
 
-    overrides = {
-        name: getattr(args, name) for name in _SERVE_FLAGS if getattr(args, name) is not None
-    }
-    settings = Settings(**{**settings.model_dump(), **overrides})
     # An existing, empty store is served fail-open until a version appears; a missing one is
     # more likely a typo than a store to come.
-    store = _open_store(settings.store, settings.s3_endpoint_url, existing=True)
-    return Supervisor(settings, store).run()
+    return Supervisor(settings, _store(settings, existing=True)).run()
+
+
+# --- replay: loadgen, simulate -------------------------------------------------------------------
+
+
+def add_replay_commands(commands: Commands) -> None:
+    loadgen = _command(
+        commands,
+        "loadgen",
+        cmd_loadgen,
+        "Replay OpenRTB requests from logs at a fixed offered rate (open loop, latency measured"
+        " from each call's intended send time: no coordinated omission) or as fast as possible;"
+        " report throughput, latency percentiles, outcomes, calls filtered and bids lost.",
+    )
+    _add_target_flags(loadgen)
+    pace = loadgen.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=float, help="calls per second offered, in total")
+    pace.add_argument("--max", action="store_true", help="as fast as the server answers")
+    loadgen.add_argument("--duration", type=float, default=10.0, help="seconds")
+    loadgen.add_argument("--connections", type=int, default=4, help="per process")
+    loadgen.add_argument("--processes", type=int, default=1, help="generator processes")
+    loadgen.add_argument(
+        "--candidates",
+        choices=["logged", "all"],
+        default="logged",
+        help="send each record's logged partners, or none (server decides on all it knows)",
+    )
+    loadgen.add_argument("--timeout", type=float, default=1.0, help="per call, seconds")
+    loadgen.add_argument("--progress", action="store_true", help="live progress even without a tty")
+    loadgen.add_argument("--json-out", metavar="OUT", help="also write the JSON report to OUT")
+
+    simulate = _command(
+        commands,
+        "simulate",
+        cmd_simulate,
+        "Run the SSP auction on logged traffic with and without the filter: partner calls, bids,"
+        " filled auctions and revenue, as a table and a PNG.",
+    )
+    _add_target_flags(simulate)
+    simulate.add_argument(
+        "--auction",
+        choices=["second_price", "first_price"],
+        default="second_price",
+        help="how the SSP settles an auction",
+    )
+    simulate.add_argument("--limit", type=int, help="only the first N logged auctions")
+    simulate.add_argument("--png", default="simulation.png", help="plot file")
+
+
+def _add_target_flags(parser: argparse.ArgumentParser) -> None:
+    """The server the replay tools call, how, and what they replay."""
+    parser.add_argument("--target", required=True, help="the server, HOST:PORT")
+    parser.add_argument("--logs", default=DEFAULT_LOGS, help="auction logs to replay")
+    parser.add_argument(
+        "--protocol", choices=["binary", "compact"], default="binary", help="Thrift protocol"
+    )
+    parser.add_argument(
+        "--transport", choices=["framed", "unframed"], default="framed", help="Thrift transport"
+    )
+    parser.add_argument(
+        "--tls-ca",
+        type=Path,
+        metavar="PEM",
+        help="connect over TLS, trusting this CA (TLS is on with any --tls-* flag;"
+        " default CA: the system's)",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="PEM",
+        help="client certificate, for a server that requires one (mutual TLS)",
+    )
+    parser.add_argument(
+        "--tls-key", type=Path, metavar="PEM", help="private key of --tls-cert, if apart"
+    )
+
+
+def _replay_target(args: argparse.Namespace) -> dict[str, Any]:
+    """What the target flags say, as ``run_loadgen`` and ``simulate`` take it."""
+    return {
+        "target": _target(args.target),
+        "logs": Path(args.logs),
+        "protocol": args.protocol,
+        "transport": args.transport,
+        "tls_ca": args.tls_ca,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+    }
 
 
 def _target(value: str) -> tuple[str, int]:
@@ -306,44 +652,20 @@ def _target(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _client_errors(
-    handler: Callable[[argparse.Namespace, Settings], int],
-) -> Callable[[argparse.Namespace, Settings], int]:
-    """A server that cannot be reached is the user's to fix: say which, without a traceback."""
-
-    def run(args: argparse.Namespace, settings: Settings) -> int:
-        from bidfilter.client import BidFilterClientError
-
-        try:
-            return handler(args, settings)
-        except BidFilterClientError as error:
-            log.error("%s", error)
-            return 2
-
-    return run
-
-
-@_client_errors
 def cmd_loadgen(args: argparse.Namespace, settings: Settings) -> int:
-    from bidfilter.client import run_loadgen
+    from bidfilter.replay import run_loadgen
 
     if (args.rate is None) == (not args.max):
         raise SystemExit("give exactly one of --rate R or --max")
     report = run_loadgen(
-        _target(args.target),
-        Path(args.logs),
+        **_replay_target(args),
         rate=args.rate,
         duration=args.duration,
         connections=args.connections,
-        protocol=args.protocol,
-        transport=args.transport,
         processes=args.processes,
         progress=sys.stderr.isatty() or args.progress,
         candidates=args.candidates,
         timeout=args.timeout,
-        tls_ca=args.tls_ca,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
     )
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
@@ -351,24 +673,43 @@ def cmd_loadgen(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-@_client_errors
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from bidfilter.client import simulate
+    from bidfilter.replay import simulate
 
-    report = simulate(
-        _target(args.target),
-        Path(args.logs),
-        auction=args.auction,
-        limit=args.limit,
-        out_png=Path(args.png) if args.png else None,
-        protocol=args.protocol,
-        transport=args.transport,
-        tls_ca=args.tls_ca,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-    )
+    report = simulate(**_replay_target(args), auction=args.auction, limit=args.limit)
+    if args.png:
+        # Imported here: matplotlib takes most of a second to import, and is needed for this only.
+        from bidfilter.replay.simulation_plot import plot_simulation
+
+        report = replace(report, png=plot_simulation(report, Path(args.png)))
     print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.to_table())
     return 0
+
+
+# --- demo, idl -----------------------------------------------------------------------------------
+
+
+def add_demo_and_idl_commands(commands: Commands) -> None:
+    _command(
+        commands,
+        "idl",
+        cmd_idl,
+        "Print the Thrift IDL, to generate clients from.",
+        json_flag=False,
+    )
+    demo = _command(
+        commands,
+        "demo",
+        cmd_demo,
+        "Run the whole system on a laptop: synthetic logs, training, a published model, the"
+        " server, the load generator and the auction simulator; then a summary.",
+    )
+    demo.add_argument("--workdir", default=".bidfilter/demo", help="where logs and the store go")
+    demo.add_argument("--requests", type=int, default=200_000, help="synthetic requests")
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.add_argument("--load-seconds", type=float, default=30.0, help="load duration")
+    demo.add_argument("--rate", type=float, default=1000.0, help="offered calls/s")
+    demo.add_argument("--workers", type=int, default=2, help="server workers")
 
 
 def cmd_idl(args: argparse.Namespace, settings: Settings) -> int:
@@ -392,42 +733,81 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
-def _cluster_errors(
-    handler: Callable[[argparse.Namespace, Settings], int],
-) -> Callable[[argparse.Namespace, Settings], int]:
-    """Cluster errors name the process or setting at fault: show them without a traceback."""
-
-    def run(args: argparse.Namespace, settings: Settings) -> int:
-        from bidfilter.cluster import ClusterError
-
-        try:
-            return handler(args, settings)
-        except ClusterError as error:
-            log.error("%s", error)
-            return 2
-
-    return run
+# --- cluster -------------------------------------------------------------------------------------
 
 
-@_cluster_errors
+def add_cluster_commands(commands: Commands) -> None:
+    actions = _group(
+        commands,
+        "cluster",
+        "Run N servers on this machine behind a real HAProxy: up, status, down.",
+        "A local cluster: N `bidfilter serve` processes on 127.0.0.1, each with its own Thrift"
+        " and side port, behind HAProxy (TCP mode, health checks on /readyz). Needs HAProxy"
+        " (Debian/Ubuntu package `haproxy`). State, logs and the HAProxy config go to"
+        " --state-dir.",
+    )
+
+    def action(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        sub = _command(actions, name, handler, help_text)
+        sub.add_argument(
+            "--state-dir",
+            default=DEFAULT_CLUSTER_STATE,
+            help="pid files, logs, HAProxy config and stats socket",
+        )
+        return sub
+
+    up = action(
+        "up",
+        cmd_cluster_up,
+        "Start N servers and HAProxy in the background; return once HAProxy's health checks"
+        " see every server ready (else stop them again and say why).",
+    )
+    _add_store_flags(up)
+    up.add_argument("--servers", type=int, default=2, help="servers")
+    up.add_argument("--workers", type=int, default=1, help="workers per server")
+    up.add_argument("--port", type=int, default=9090, help="HAProxy's Thrift front-end port")
+    up.add_argument(
+        "--base-port",
+        type=int,
+        default=9200,
+        help="server i (from 1) gets Thrift port BASE+2(i-1) and side port BASE+2(i-1)+1",
+    )
+    up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for ready")
+    up.add_argument(
+        "--haproxy", metavar="PATH", help="HAProxy executable (default: PATH, /usr/sbin/haproxy)"
+    )
+    action(
+        "status",
+        cmd_cluster_status,
+        "Show each server (process, /readyz, model version) and HAProxy's view of it;"
+        " exit status 0 only if everything is up.",
+    )
+    down = action(
+        "down",
+        cmd_cluster_down,
+        "Stop the cluster: HAProxy stops accepting, servers get SIGTERM and drain; whatever"
+        " still runs after --timeout is killed. Logs stay in the state dir.",
+    )
+    down.add_argument("--timeout", type=float, default=30.0, help="seconds to drain")
+
+
 def cmd_cluster_up(args: argparse.Namespace, settings: Settings) -> int:
     from bidfilter.cluster import ClusterError, find_haproxy, plan_cluster, up
 
-    if _store(args, settings, existing=True).latest() is None:
+    if _store(settings, existing=True).latest() is None:
         # The servers would start fail-open and never turn ready: HAProxy would wait in vain.
         raise ClusterError(
-            "store",
-            f"no model published in {args.store or settings.store}: run bidfilter train first",
+            "store", f"no model published in {settings.store}: run bidfilter train first"
         )
     plan = plan_cluster(
         args.servers,
-        store=args.store or settings.store,
+        store=settings.store,
         state_dir=Path(args.state_dir),
         front_port=args.port,
         base_port=args.base_port,
         haproxy=find_haproxy(args.haproxy),
         workers=args.workers,
-        s3_endpoint_url=args.s3_endpoint_url or settings.s3_endpoint_url,
+        s3_endpoint_url=settings.s3_endpoint_url,
     )
     status = up(plan, timeout=args.timeout)
     _print(
@@ -441,7 +821,6 @@ def cmd_cluster_up(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-@_cluster_errors
 def cmd_cluster_status(args: argparse.Namespace, settings: Settings) -> int:
     from bidfilter.cluster import status
 
@@ -457,7 +836,6 @@ def cmd_cluster_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if found.all_up else 1
 
 
-@_cluster_errors
 def cmd_cluster_down(args: argparse.Namespace, settings: Settings) -> int:
     import msgspec
 
@@ -477,7 +855,7 @@ def cmd_cluster_down(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-# --- parser -----------------------------------------------------------------------------------
+# --- the command ---------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -485,473 +863,60 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bidfilter",
         description="Predict which demand partners will bid on an OpenRTB request;"
         " filter the calls that would get no bid.",
+        formatter_class=_DefaultsFormatter,
     )
     parser.add_argument("--version", action="version", version=f"bidfilter {__version__}")
-    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING... (env BIDFILTER_LOG_LEVEL)")
-    parser.add_argument("--log-json", action="store_true", default=None, help="log as JSON lines")
+    add_setting_flags(parser, _GLOBAL_SETTINGS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, handler: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.set_defaults(handler=handler)
-        sub.add_argument("--json", action="store_true", help="print one JSON document for machines")
-        return sub
-
-    def store_flags(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument(
-            "--store",
-            help="model store: a directory, file://PATH or s3://BUCKET/PREFIX"
-            " (env BIDFILTER_STORE; default ./.bidfilter/store)",
-        )
-        sub.add_argument(
-            "--s3-endpoint-url",
-            help="S3-compatible endpoint such as MinIO"
-            " (env BIDFILTER_S3_ENDPOINT_URL or AWS_ENDPOINT_URL)",
-        )
-
-    synth = command(
-        "synth",
-        cmd_synth,
-        "Write synthetic OpenRTB 2.6 auction logs whose partners bid by hidden policies.",
-    )
-    synth.add_argument(
-        "--requests", type=int, default=100_000, help="bid requests (default 100000)"
-    )
-    synth.add_argument("--partners", type=int, default=20, help="demand partners (default 20)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed; same seed, same logs")
-    synth.add_argument(
-        "--days", type=int, default=28, help="days of traffic to spread over (default 28)"
-    )
-    synth.add_argument(
-        "--out", default=DEFAULT_LOGS, help=f"log directory (default {DEFAULT_LOGS})"
-    )
-
-    ipinyou = command(
-        "import-ipinyou",
-        cmd_import_ipinyou,
-        "Convert iPinYou bid/impression logs into auction logs.",
-    )
-    ipinyou.add_argument("files", nargs="+", help="iPinYou log files (.txt, .gz, .bz2)")
-    ipinyou.add_argument("--out", required=True, help="auction-log directory to write")
-
-    jsonl = command(
-        "import-jsonl", cmd_import_jsonl, "Convert JSON-lines auction logs into Parquet."
-    )
-    jsonl.add_argument("files", nargs="+", help="JSON-lines files, one auction record per line")
-    jsonl.add_argument("--out", required=True, help="auction-log directory to write")
-
-    train = command(
-        "train",
-        cmd_train,
-        "Train the bid-probability model on auction logs, pick per-partner thresholds for a target"
-        " bid recall, evaluate on the latest part of the logs, and publish a new version.",
-    )
-    train.add_argument(
-        "--logs", default=DEFAULT_LOGS, help=f"auction-log directory (default {DEFAULT_LOGS})"
-    )
-    store_flags(train)
-    train.add_argument(
-        "--target-recall",
-        type=float,
-        default=TrainConfig().target_recall,
-        help="share of each partner's bids to keep on the validation set (default 0.99)",
-    )
-    train.add_argument(
-        "--partner-recall",
-        action="append",
-        default=[],
-        metavar="PARTNER=RECALL",
-        help="override the target recall for one partner (repeatable)",
-    )
-    train.add_argument(
-        "--trees", type=int, default=300, help="maximum boosting rounds (default 300)"
-    )
-    train.add_argument(
-        "--max-depth",
-        type=int,
-        default=_MODEL.max_depth,
-        help=f"tree depth (default {_MODEL.max_depth})",
-    )
-    train.add_argument(
-        "--learning-rate",
-        type=float,
-        default=_MODEL.learning_rate,
-        help=f"shrinkage (default {_MODEL.learning_rate})",
-    )
-    train.add_argument(
-        "--early-stopping",
-        type=int,
-        default=_MODEL.early_stopping_rounds,
-        help=f"stop after N rounds without improvement (default {_MODEL.early_stopping_rounds})",
-    )
-    train.add_argument(
-        "--negative-rate",
-        type=float,
-        default=_DATASET.negative_rate,
-        help="share of non-bid training rows kept, reweighted to stay calibrated"
-        f" (default {_DATASET.negative_rate})",
-    )
-    train.add_argument(
-        "--early-stopping-loss",
-        choices=["per-partner", "pooled"],
-        default="per-partner" if _MODEL.early_stopping_per_partner else "pooled",
-        help="what early stopping watches: the mean of the partners' validation log-losses"
-        " (per-partner, the default: every partner counts) or the log-loss of all rows (pooled:"
-        " the busiest partners decide)",
-    )
-    train.add_argument(
-        "--recency-half-life-days",
-        type=float,
-        default=_DATASET.recency_half_life_days or 0.0,
-        metavar="DAYS",
-        help="training rows weigh 0.5 ** (age / DAYS), age counted back from the validation"
-        f" period; 0 weighs all days alike (default {_DATASET.recency_half_life_days})",
-    )
-    train.add_argument(
-        "--vocabulary-min-count",
-        type=int,
-        default=_DATASET.vocabulary_min_count,
-        metavar="N",
-        help="a categorical value seen fewer times in training is out of vocabulary"
-        f" (default {_DATASET.vocabulary_min_count})",
-    )
-    train.add_argument(
-        "--currency-rates",
-        metavar="FILE",
-        help='US dollars per unit of each currency, as {"usd_per_unit": {"EUR": 1.08, ...}}'
-        " (default: the table bidfilter ships, features/data/usd_rates.json); saved in the model,"
-        " so serving converts floors as training did",
-    )
-    train.add_argument(
-        "--min-validation-bids",
-        type=int,
-        default=TrainConfig().min_validation_bids,
-        metavar="N",
-        help="a partner with fewer validation bids gets a smoothed threshold (and under"
-        f" {MIN_BIDS_TO_FILTER} none: it is not filtered); report.json lists them"
-        f" (default {TrainConfig().min_validation_bids})",
-    )
-    train.add_argument(
-        "--valid-fraction", type=float, default=0.1, help="validation share (default 0.1)"
-    )
-    train.add_argument(
-        "--test-fraction", type=float, default=0.1, help="test share, the latest (default 0.1)"
-    )
-    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    train.add_argument(
-        "--engine",
-        choices=["local", "spark"],
-        default="local",
-        help="local: this process, logs in a directory (default); spark: Apache Spark, for logs"
-        " past one machine's memory or time budget, at any path Spark reads (s3://...);"
-        " needs pyspark and Java 17+ (docs/training.md)",
-    )
-    train.add_argument(
-        "--spark-master",
-        metavar="URL",
-        help="with --engine spark: local[N], yarn, spark://HOST:PORT... (default: the master"
-        " spark-submit set, else local[2])",
-    )
-
-    model = commands.add_parser("model", help="List, inspect and promote published model versions.")
-    model_commands = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
-
-    def model_command(
-        name: str, handler: Callable[..., int], help_text: str
-    ) -> argparse.ArgumentParser:
-        sub = model_commands.add_parser(name, help=help_text, description=help_text)
-        sub.set_defaults(handler=handler)
-        sub.add_argument("--json", action="store_true", help="print one JSON document for machines")
-        store_flags(sub)
-        return sub
-
-    model_command("list", cmd_model_list, "List versions, oldest first; * marks LATEST.")
-    show = model_command("show", cmd_model_show, "Show a version's manifest and test metrics.")
-    show.add_argument("version", nargs="?", help="version id (default: LATEST)")
-    promote = model_command(
-        "promote", cmd_model_promote, "Point LATEST at a version: roll forward or back."
-    )
-    promote.add_argument("version", help="version id")
-
-    serve = commands.add_parser(
-        "serve",
-        help="Serve bid-filter decisions over Thrift (binary/compact, framed/unframed).",
-        description="Serve bid-filter decisions over Apache Thrift with N worker processes on one"
-        " port, hot-reloading the newest model from the store. Every flag can also be set as a"
-        " BIDFILTER_<NAME> environment variable (e.g. BIDFILTER_PORT=9090).",
-    )
-    serve.set_defaults(handler=cmd_serve)
-    store_flags(serve)
-    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="Thrift port (default 9090; 0 picks one)")
-    serve.add_argument("--workers", type=int, help="worker processes (default: CPU count)")
-    serve.add_argument(
-        "--metrics-port", type=int, help="HTTP /healthz, /readyz, /metrics port (default 9100)"
-    )
-    serve.add_argument("--poll-s", type=float, help="seconds between LATEST checks (default 30)")
-    serve.add_argument("--cache-dir", help="where fetched versions go (default .bidfilter/cache)")
-    serve.add_argument(
-        "--exploration-rate",
-        type=float,
-        help="share of below-threshold pairs sent anyway, flagged explore (default 0.01)",
-    )
-    serve.add_argument(
-        "--deadline-share-of-tmax",
-        type=float,
-        help="without deadline_ms, fail open after this share of the request's tmax (default 0.5)",
-    )
-    serve.add_argument(
-        "--default-deadline-ms", type=float, help="without deadline_ms or tmax (default 50)"
-    )
-    serve.add_argument(
-        "--max-pending-calls",
-        type=int,
-        help="per worker; calls beyond it are answered fail-open at once (default 512)",
-    )
-    serve.add_argument("--max-connections", type=int, help="per worker (default 4096)")
-    serve.add_argument(
-        "--idle-timeout-s",
-        type=float,
-        help="close a connection that sends nothing for this long (default 300)",
-    )
-    serve.add_argument(
-        "--read-timeout-s",
-        type=float,
-        help="close a connection that takes longer to finish a started message, and bound"
-        " the TLS handshake (default 10)",
-    )
-    serve.add_argument(
-        "--max-message-bytes",
-        type=int,
-        help="largest Thrift message or frame; a bigger frame is refused from its header"
-        " (default 1048576)",
-    )
-    serve.add_argument(
-        "--max-unsent-bytes",
-        type=int,
-        help="replies a client has not read, per connection: past a high-water mark the"
-        " connection is not read, past this (or over the mark for --read-timeout-s) it is"
-        " dropped (default 4194304)",
-    )
-    serve.add_argument(
-        "--max-candidates", type=int, help="candidates per request, else refused (default 1000)"
-    )
-    serve.add_argument(
-        "--max-batch", type=int, help="requests per filter_batch, else refused (default 1000)"
-    )
-    serve.add_argument(
-        "--drain-s", type=float, help="on SIGTERM, seconds to finish in-flight calls (default 10)"
-    )
-    serve.add_argument(
-        "--ready-share",
-        type=float,
-        help="/readyz answers 200 while at least this share of the workers serves, so one lost"
-        " worker does not take the whole server out of its load balancer (default 0.5)",
-    )
-    serve.add_argument(
-        "--heartbeat-timeout-s",
-        type=float,
-        help="a worker whose event loop has not turned for this long (stopped, or stuck in one"
-        " call) is killed and replaced (default 5)",
-    )
-    serve.add_argument(
-        "--tls-cert",
-        type=Path,
-        metavar="PEM",
-        help="serve Thrift over TLS (1.2+) with this certificate (chain); needs --tls-key."
-        " The HTTP side port stays plaintext",
-    )
-    serve.add_argument(
-        "--tls-key", type=Path, metavar="PEM", help="the unencrypted private key of --tls-cert"
-    )
-    serve.add_argument(
-        "--tls-client-ca",
-        type=Path,
-        metavar="PEM",
-        help="mutual TLS: refuse clients without a certificate signed by this CA",
-    )
-
-    def client_flags(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--target", required=True, help="the server, HOST:PORT")
-        sub.add_argument(
-            "--logs", default=DEFAULT_LOGS, help=f"auction logs to replay (default {DEFAULT_LOGS})"
-        )
-        sub.add_argument("--protocol", choices=["binary", "compact"], default="binary")
-        sub.add_argument("--transport", choices=["framed", "unframed"], default="framed")
-        sub.add_argument(
-            "--tls-ca",
-            type=Path,
-            metavar="PEM",
-            help="connect over TLS, trusting this CA (TLS is on with any --tls-* flag;"
-            " default CA: the system's)",
-        )
-        sub.add_argument(
-            "--tls-cert",
-            type=Path,
-            metavar="PEM",
-            help="client certificate, for a server that requires one (mutual TLS)",
-        )
-        sub.add_argument(
-            "--tls-key", type=Path, metavar="PEM", help="private key of --tls-cert, if apart"
-        )
-
-    loadgen = command(
-        "loadgen",
-        cmd_loadgen,
-        "Replay OpenRTB requests from logs at a fixed offered rate (open loop, latency measured"
-        " from each call's intended send time: no coordinated omission) or as fast as possible;"
-        " report throughput, latency percentiles, outcomes, calls filtered and bids lost.",
-    )
-    client_flags(loadgen)
-    pace = loadgen.add_mutually_exclusive_group()
-    pace.add_argument("--rate", type=float, help="calls per second offered, in total")
-    pace.add_argument("--max", action="store_true", help="as fast as the server answers")
-    loadgen.add_argument("--duration", type=float, default=10.0, help="seconds (default 10)")
-    loadgen.add_argument("--connections", type=int, default=4, help="per process (default 4)")
-    loadgen.add_argument("--processes", type=int, default=1, help="generator processes (default 1)")
-    loadgen.add_argument(
-        "--candidates",
-        choices=["logged", "all"],
-        default="logged",
-        help="send each record's logged partners, or none (server decides on all it knows)",
-    )
-    loadgen.add_argument("--timeout", type=float, default=1.0, help="per call, seconds (default 1)")
-    loadgen.add_argument("--progress", action="store_true", help="live progress even without a tty")
-    loadgen.add_argument("--json-out", metavar="OUT", help="also write the JSON report to OUT")
-
-    simulate = command(
-        "simulate",
-        cmd_simulate,
-        "Run the SSP auction on logged traffic with and without the filter: partner calls, bids,"
-        " filled auctions and revenue, as a table and a PNG.",
-    )
-    client_flags(simulate)
-    simulate.add_argument(
-        "--auction", choices=["second_price", "first_price"], default="second_price"
-    )
-    simulate.add_argument("--limit", type=int, help="only the first N logged auctions")
-    simulate.add_argument(
-        "--png", default="simulation.png", help="plot file (default simulation.png)"
-    )
-
-    idl = commands.add_parser("idl", help="Print the Thrift IDL, to generate clients from.")
-    idl.set_defaults(handler=cmd_idl)
-
-    demo = command(
-        "demo",
-        cmd_demo,
-        "Run the whole system on a laptop: synthetic logs, training, a published model, the"
-        " server, the load generator and the auction simulator; then a summary.",
-    )
-    demo.add_argument("--workdir", default=".bidfilter/demo", help="where logs and the store go")
-    demo.add_argument(
-        "--requests", type=int, default=200_000, help="synthetic requests (default 200000)"
-    )
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    demo.add_argument("--load-seconds", type=float, default=30.0, help="load duration (default 30)")
-    demo.add_argument("--rate", type=float, default=1000.0, help="offered calls/s (default 1000)")
-    demo.add_argument("--workers", type=int, default=2, help="server workers (default 2)")
-
-    cluster = commands.add_parser(
-        "cluster",
-        help="Run N servers on this machine behind a real HAProxy: up, status, down.",
-        description="A local cluster: N `bidfilter serve` processes on 127.0.0.1, each with its"
-        " own Thrift and side port, behind HAProxy (TCP mode, health checks on /readyz). Needs"
-        " HAProxy (Debian/Ubuntu package `haproxy`). State, logs and the HAProxy config go to"
-        " --state-dir.",
-    )
-    cluster_commands = cluster.add_subparsers(
-        dest="cluster_command", required=True, metavar="ACTION"
-    )
-
-    def cluster_command(
-        name: str, handler: Callable[..., int], help_text: str
-    ) -> argparse.ArgumentParser:
-        sub = cluster_commands.add_parser(name, help=help_text, description=help_text)
-        sub.set_defaults(handler=handler)
-        sub.add_argument("--json", action="store_true", help="print one JSON document for machines")
-        sub.add_argument(
-            "--state-dir",
-            default=DEFAULT_CLUSTER_STATE,
-            help="pid files, logs, HAProxy config and stats socket"
-            f" (default {DEFAULT_CLUSTER_STATE})",
-        )
-        return sub
-
-    cluster_up = cluster_command(
-        "up",
-        cmd_cluster_up,
-        "Start N servers and HAProxy in the background; return once HAProxy's health checks"
-        " see every server ready (else stop them again and say why).",
-    )
-    cluster_up.add_argument("--servers", type=int, default=2, help="servers (default 2)")
-    cluster_up.add_argument("--workers", type=int, default=1, help="workers per server (default 1)")
-    store_flags(cluster_up)
-    cluster_up.add_argument(
-        "--port", type=int, default=9090, help="HAProxy's Thrift front-end port (default 9090)"
-    )
-    cluster_up.add_argument(
-        "--base-port",
-        type=int,
-        default=9200,
-        help="server i (from 1) gets Thrift port BASE+2(i-1) and side port BASE+2(i-1)+1"
-        " (default 9200)",
-    )
-    cluster_up.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds to wait for ready (default 60)"
-    )
-    cluster_up.add_argument(
-        "--haproxy", metavar="PATH", help="HAProxy executable (default: PATH, /usr/sbin/haproxy)"
-    )
-    cluster_command(
-        "status",
-        cmd_cluster_status,
-        "Show each server (process, /readyz, model version) and HAProxy's view of it;"
-        " exit status 0 only if everything is up.",
-    )
-    cluster_down = cluster_command(
-        "down",
-        cmd_cluster_down,
-        "Stop the cluster: HAProxy stops accepting, servers get SIGTERM and drain; whatever"
-        " still runs after --timeout is killed. Logs stay in the state dir.",
-    )
-    cluster_down.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to drain (default 30)"
-    )
+    add_data_commands(commands)
+    add_train_command(commands)
+    add_model_commands(commands)
+    add_serve_command(commands)
+    add_replay_commands(commands)
+    add_demo_and_idl_commands(commands)
+    add_cluster_commands(commands)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _reported_errors() -> tuple[type[Exception], ...]:
+    """The errors shown in one line, without a traceback: library errors carry the field (or
+    the server, the process) at fault and a message. The client's and the cluster's count once
+    their package is imported (a command that never imported one cannot have raised its errors):
+    checking an error must not import the Thrift codec or the cluster."""
     from bidfilter.artifact import ArtifactError, StoreError
+
+    reported: list[type[Exception]] = [ValueError, OSError, ArtifactError, StoreError]
+    if "bidfilter.client" in sys.modules:
+        from bidfilter.client import BidFilterClientError
+
+        reported.append(BidFilterClientError)
+    if "bidfilter.cluster" in sys.modules:
+        from bidfilter.cluster import ClusterError
+
+        reported.append(ClusterError)
+    return tuple(reported)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     from bidfilter.logging_setup import configure_logging
 
     args = build_parser().parse_args(argv)
     try:
-        settings = Settings()
         # Into the settings, not only this process's logging: `serve` hands them to workers.
-        settings = Settings(
-            **{
-                **settings.model_dump(),
-                "log_level": args.log_level or settings.log_level,
-                "log_json": bool(args.log_json or settings.log_json),
-            }
-        )
-    except ValidationError as error:
+        settings = settings_from(args)
+    except ValidationError as error:  # a flag's or a variable's value out of its range
         for line in settings_error_lines(error):
             print(f"bidfilter: {line}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_json)
-    handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+    handler: Handler = args.handler
     try:
         return handler(args, settings)
-    except ValidationError as error:  # a flag's value (serve) out of its setting's range
-        for line in settings_error_lines(error):
-            log.error("%s", line)
-        return 2
     except KeyboardInterrupt:
         return 130
-    except (ValueError, OSError, ArtifactError, StoreError) as error:
-        # Library errors carry the field and message; show them without a traceback.
+    except Exception as error:
+        if not isinstance(error, _reported_errors()):
+            raise
         log.error("%s", error)
         return 2
 

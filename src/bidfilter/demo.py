@@ -19,11 +19,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bidfilter.artifact import open_store
-from bidfilter.client import run_loadgen, simulate
+from bidfilter.replay import run_loadgen, simulate
+from bidfilter.replay.simulation_plot import plot_simulation
 from bidfilter.synth import generate
 from bidfilter.training.config import TrainConfig
 from bidfilter.training.pipeline import train
@@ -151,9 +153,9 @@ def _run_demo(
         summary["load"] = load.to_dict()
         say("\n".join(f"      {line}" for line in load.to_text().splitlines()))
         say("[5/5] the auction with and without the filter (20,000 logged requests)")
-        png = workdir / "simulation.png"
-        simulation = simulate(("127.0.0.1", port), logs, limit=20_000, out_png=png, in_flight=32)
-        summary["simulation"] = simulation.to_dict()
+        simulation = simulate(("127.0.0.1", port), logs, limit=20_000, in_flight=32)
+        png = plot_simulation(simulation, workdir / "simulation.png")
+        summary["simulation"] = replace(simulation, png=png).to_dict()
         summary["plots"].append(str(png))
         say("\n".join(f"      {line}" for line in simulation.to_table().splitlines()))
     if as_json:

@@ -1,16 +1,21 @@
 """Process-wide settings: flags and ``BIDFILTER_*`` environment variables, read once in the CLI
-and passed down explicitly (nothing below the CLI reads the environment)."""
+and passed down explicitly (nothing below the CLI reads the environment).
+
+Each field's ``description`` is its help: the CLI makes the ``serve`` flags (and the store and
+logging flags of the other commands) from these fields, so a new setting is one field here.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bidfilter.artifact import DEFAULT_STORE_URI
+# Where the model store is when none is named: relative, so each checkout has its own.
+DEFAULT_STORE_URI: Final = ".bidfilter/store"
 
 
 def settings_error_lines(error: ValidationError) -> list[str]:
@@ -33,10 +38,18 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BIDFILTER_", extra="ignore")
 
     # --- shared
-    store: str = DEFAULT_STORE_URI
-    s3_endpoint_url: str | None = None
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-    log_json: bool = False
+    store: str = Field(
+        default=DEFAULT_STORE_URI,
+        description="model store: a directory, file://PATH or s3://BUCKET/PREFIX",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3-compatible endpoint such as MinIO; without it AWS_ENDPOINT_URL, else AWS",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL, in any case"
+    )
+    log_json: bool = Field(default=False, description="log as JSON lines")
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -44,50 +57,112 @@ class Settings(BaseSettings):
         return value.upper() if isinstance(value, str) else value
 
     # --- serve: network
-    host: str = "127.0.0.1"
-    port: int = Field(default=9090, ge=0, le=65535)
-    metrics_port: int = Field(default=9100, ge=0, le=65535)
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
-    max_connections: int = Field(default=4096, ge=1, le=1_000_000, description="per worker")
-    idle_timeout_s: float = Field(default=300.0, gt=0, le=86_400)
+    host: str = Field(default="127.0.0.1", description="address to bind")
+    port: int = Field(default=9090, ge=0, le=65535, description="Thrift port; 0 picks one")
+    metrics_port: int = Field(
+        default=9100, ge=0, le=65535, description="HTTP /healthz, /readyz, /metrics port"
+    )
+    workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        le=256,
+        description="worker processes; without it one per CPU",
+    )
+    max_connections: int = Field(
+        default=4096, ge=1, le=1_000_000, description="open connections per worker"
+    )
+    idle_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=86_400,
+        description="close a connection that sends nothing for this long (seconds)",
+    )
     read_timeout_s: float = Field(
-        default=10.0, gt=0, le=3600, description="to finish a started message"
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="close a connection that takes longer to finish a started message, and bound"
+        " the TLS handshake (seconds)",
     )
     # Frames carry a 32-bit length; past 256 MiB a message is an attack, not a bid request.
-    max_message_bytes: int = Field(default=1 << 20, ge=1024, le=256 << 20)
+    max_message_bytes: int = Field(
+        default=1 << 20,
+        ge=1024,
+        le=256 << 20,
+        description="largest Thrift message or frame; a bigger frame is refused from its header",
+    )
     max_unsent_bytes: int = Field(
         default=4 << 20,
         ge=65536,
         le=1 << 30,
-        description="replies a client has not read, per connection",
+        description="replies a client has not read, per connection: past a high-water mark the"
+        " connection is not read, past this (or over the mark for read_timeout_s) it is dropped",
     )
-    max_candidates: int = Field(default=1000, ge=1, le=100_000, description="per request")
-    max_batch: int = Field(default=1000, ge=1, le=100_000, description="requests per filter_batch")
+    max_candidates: int = Field(
+        default=1000, ge=1, le=100_000, description="candidates per request, else refused"
+    )
+    max_batch: int = Field(
+        default=1000, ge=1, le=100_000, description="requests per filter_batch, else refused"
+    )
 
     # --- serve: TLS on the Thrift port (checked, files read, by bidfilter.server.tls)
-    tls_cert: Path | None = Field(default=None, description="PEM certificate (chain)")
-    tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert")
+    tls_cert: Path | None = Field(
+        default=None,
+        description="serve Thrift over TLS (1.2+) with this PEM certificate (chain); needs"
+        " tls_key. The HTTP side port stays plaintext",
+    )
+    tls_key: Path | None = Field(
+        default=None, description="the unencrypted PEM private key of tls_cert"
+    )
     tls_client_ca: Path | None = Field(
-        default=None, description="PEM CA: clients must present a certificate it signed"
+        default=None,
+        description="mutual TLS: refuse clients without a certificate signed by this PEM CA",
     )
 
     # --- serve: decisions
-    exploration_rate: float = Field(default=0.01, ge=0, le=1)
-    deadline_share_of_tmax: float = Field(default=0.5, gt=0, le=1)
-    default_deadline_ms: float = Field(default=50.0, gt=0, le=60_000)
+    exploration_rate: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="share of below-threshold pairs sent anyway, flagged explore",
+    )
+    deadline_share_of_tmax: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="without deadline_ms, fail open after this share of the request's tmax",
+    )
+    default_deadline_ms: float = Field(
+        default=50.0, gt=0, le=60_000, description="the deadline without deadline_ms or tmax"
+    )
     max_pending_calls: int = Field(
-        default=512, ge=1, le=1_000_000, description="per worker, then shed"
+        default=512,
+        ge=1,
+        le=1_000_000,
+        description="per worker; calls beyond it are answered fail-open at once",
     )
 
     # --- serve: model lifecycle
-    poll_s: float = Field(default=30.0, gt=0, le=86_400)
-    cache_dir: str = ".bidfilter/cache"
-    drain_s: float = Field(default=10.0, ge=0, le=3600)
+    poll_s: float = Field(
+        default=30.0, gt=0, le=86_400, description="seconds between LATEST checks"
+    )
+    cache_dir: str = Field(default=".bidfilter/cache", description="where fetched versions go")
+    drain_s: float = Field(
+        default=10.0, ge=0, le=3600, description="on SIGTERM, seconds to finish in-flight calls"
+    )
 
     # --- serve: worker health
     ready_share: float = Field(
-        default=0.5, gt=0, le=1, description="share of workers that must serve for /readyz 200"
+        default=0.5,
+        gt=0,
+        le=1,
+        description="/readyz answers 200 while at least this share of the workers serves, so one"
+        " lost worker does not take the whole server out of its load balancer",
     )
     heartbeat_timeout_s: float = Field(
-        default=5.0, ge=1, le=3600, description="a worker silent this long is killed and replaced"
+        default=5.0,
+        ge=1,
+        le=3600,
+        description="a worker whose event loop has not turned for this long (stopped, or stuck in"
+        " one call) is killed and replaced",
     )

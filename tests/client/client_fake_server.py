@@ -1,4 +1,5 @@
-"""A small BidFilter server for the client tests: asyncio in a background thread, on 127.0.0.1.
+"""A small BidFilter server for the client and replay tests: asyncio in a background thread, on
+127.0.0.1.
 
 Built on the package's sans-IO codec (``ThriftConnectionDecoder`` and its ``reply_encoder()``),
 so it speaks every transport and protocol the real server does, and answers in order on each
@@ -22,8 +23,10 @@ import asyncio
 import json
 import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+
+import pytest
 
 from bidfilter.thrift import (
     Call,
@@ -68,6 +71,18 @@ class FakeStats:
     # (connection number, method) of every call answered, in the order served
     served: list[tuple[int, str]] = field(default_factory=list)
     most_calls_in_one_read: int = 0
+
+
+@pytest.fixture
+def fake_server() -> Iterator[FakeBidFilterServer]:
+    """A running fake server on 127.0.0.1 (switches off; tests flip them as they need), always
+    stopped; the client and the replay tests' conftests take it from here."""
+    server = FakeBidFilterServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 class FakeBidFilterServer:

@@ -14,6 +14,7 @@ from bidfilter.client import (
     BidFilterTimeoutError,
     BidFilterUnavailableError,
     ClientClosedError,
+    ConnectionSettings,
 )
 from bidfilter.thrift import FilterRequest, Protocol, RemoteInvalidRequestError, Transport
 
@@ -31,8 +32,11 @@ def run(test: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(bounded())
 
 
-def client_for(server: FakeBidFilterServer, **options: object) -> AsyncBidFilterClient:
-    return AsyncBidFilterClient("127.0.0.1", server.port, **options)  # type: ignore[arg-type]
+def client_for(
+    server: FakeBidFilterServer, *, connections: int = 4, **options: object
+) -> AsyncBidFilterClient:
+    settings = ConnectionSettings("127.0.0.1", server.port, **options)  # type: ignore[arg-type]
+    return AsyncBidFilterClient(settings, connections=connections)
 
 
 @pytest.mark.parametrize("protocol", list(Protocol))
@@ -198,7 +202,9 @@ def test_a_connection_still_answering_is_kept_after_a_timeout(
 
 def test_nothing_listening_is_unavailable(free_tcp_port: int) -> None:
     async def body() -> None:
-        async with AsyncBidFilterClient("127.0.0.1", free_tcp_port, retries=1) as client:
+        async with AsyncBidFilterClient(
+            ConnectionSettings("127.0.0.1", free_tcp_port, retries=1)
+        ) as client:
             with pytest.raises(BidFilterUnavailableError, match="cannot connect"):
                 await client.ping()
             with pytest.raises(BidFilterUnavailableError):

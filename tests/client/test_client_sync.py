@@ -13,14 +13,18 @@ from bidfilter.client import (
     BidFilterTimeoutError,
     BidFilterUnavailableError,
     ClientClosedError,
+    ConnectionSettings,
 )
 from bidfilter.thrift import FilterRequest, Outcome, Protocol, RemoteInvalidRequestError, Transport
 
 CANDIDATES = ["dsp-01", "dsp-02", "dsp-03", "dsp-12"]
 
 
-def client_for(server: FakeBidFilterServer, **options: object) -> BidFilterClient:
-    return BidFilterClient("127.0.0.1", server.port, **options)  # type: ignore[arg-type]
+def client_for(
+    server: FakeBidFilterServer, *, pool_size: int = 4, **options: object
+) -> BidFilterClient:
+    settings = ConnectionSettings("127.0.0.1", server.port, **options)  # type: ignore[arg-type]
+    return BidFilterClient(settings, pool_size=pool_size)
 
 
 @pytest.mark.parametrize("protocol", list(Protocol))
@@ -102,7 +106,7 @@ def test_a_late_reply_times_out_on_every_attempt(fake_server: FakeBidFilterServe
 
 
 def test_nothing_listening_is_unavailable(free_tcp_port: int) -> None:
-    client = BidFilterClient("127.0.0.1", free_tcp_port, retries=1)
+    client = BidFilterClient(ConnectionSettings("127.0.0.1", free_tcp_port, retries=1))
     with client, pytest.raises(BidFilterUnavailableError, match="cannot connect"):
         client.ping()
 

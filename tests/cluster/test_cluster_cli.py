@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from cluster_harness import STARTUP_TIMEOUT_S, free_port_block, refuses_connections
 
-from bidfilter.client import AsyncBidFilterClient, Outcome
+from bidfilter.client import AsyncBidFilterClient, ConnectionSettings, Outcome
 from bidfilter.cluster import BACKEND, parse_show_stat, show_stat
 from bidfilter.cluster.processes import is_running
 
@@ -41,7 +41,9 @@ def json_of(done: subprocess.CompletedProcess[str]) -> Any:
 
 async def decide_through(port: int, requests: list[tuple[bytes, list[str]]]) -> list[Any]:
     # Four connections at once: HAProxy (leastconn) spreads them over both servers.
-    async with AsyncBidFilterClient("127.0.0.1", port, connections=4, timeout=5.0) as client:
+    async with AsyncBidFilterClient(
+        ConnectionSettings("127.0.0.1", port, timeout=5.0), connections=4
+    ) as client:
         await client.connect()
         return await asyncio.gather(
             *(client.filter(openrtb, partners, deadline_ms=5000) for openrtb, partners in requests)

@@ -50,7 +50,7 @@ from cluster_harness import logged_requests as logged_requests  # noqa: E402
 from serving import copy_as_new_version  # noqa: E402
 
 from bidfilter.artifact import open_store  # noqa: E402
-from bidfilter.client import AsyncBidFilterClient, Outcome  # noqa: E402
+from bidfilter.client import AsyncBidFilterClient, ConnectionSettings, Outcome  # noqa: E402
 from bidfilter.cluster import (  # noqa: E402
     BACKEND,
     FRONTEND,
@@ -634,11 +634,8 @@ class PacedLoad:
         deadline = time.monotonic() + self.max_seconds
         numbers = iter(range(self.max_calls))
         async with AsyncBidFilterClient(
-            self.host,
-            self.port,
+            ConnectionSettings(self.host, self.port, timeout=CALL_TIMEOUT_S, retries=RETRIES),
             connections=CONNECTIONS,
-            timeout=CALL_TIMEOUT_S,
-            retries=RETRIES,
         ) as client:
 
             async def caller() -> None:

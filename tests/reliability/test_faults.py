@@ -27,7 +27,7 @@ import pytest
 from serving import BackgroundLoad, RunningServer, ServerPool, copy_as_new_version
 
 from bidfilter.artifact import open_store
-from bidfilter.client import BidFilterClient
+from bidfilter.client import BidFilterClient, ConnectionSettings
 from bidfilter.thrift import Outcome
 
 POLL_S = 0.2
@@ -133,7 +133,7 @@ def test_store_unreachable_at_start_fails_open_then_loads_once_it_answers(
     )
     assert server.http("/readyz")[0] == 503
     openrtb, partners = replay_requests[0]
-    with BidFilterClient("127.0.0.1", server.port) as client:
+    with BidFilterClient(ConnectionSettings("127.0.0.1", server.port)) as client:
         response = client.filter(openrtb, partners)
         assert response.outcome == Outcome.FAIL_OPEN_NO_MODEL
         assert [d.partner for d in response.decisions] == partners
@@ -228,7 +228,7 @@ def test_a_store_that_accepts_and_never_answers_does_not_hold_up_serving(
         assert up_in < 30
         assert server.http("/healthz")[0] == 200
         assert server.http("/readyz")[0] == 503
-        with BidFilterClient("127.0.0.1", server.port) as client:
+        with BidFilterClient(ConnectionSettings("127.0.0.1", server.port)) as client:
             response = client.filter(*replay_requests[0])
         assert response.outcome == Outcome.FAIL_OPEN_NO_MODEL
     # Closing the socket resets the hung connections, so the server is not left waiting on
@@ -263,7 +263,7 @@ def test_a_corrupted_artifact_is_refused_counted_and_logged(
     server.wait_until(lambda: metric(server, RELOADS_FAILED) == 1)
 
     assert f"ready: {first}" in server.http("/readyz")[1]
-    with BidFilterClient("127.0.0.1", server.port) as client:
+    with BidFilterClient(ConnectionSettings("127.0.0.1", server.port)) as client:
         response = client.filter(*replay_requests[0])
     assert response.outcome == Outcome.SCORED
     assert response.model_version == first
@@ -315,7 +315,7 @@ def test_pointers_and_manifests_leading_out_of_the_store_are_refused(
     server.wait_until(lambda: metric(server, RELOADS_FAILED) == 1)
 
     assert f"ready: {first}" in server.http("/readyz")[1]
-    with BidFilterClient("127.0.0.1", server.port) as client:
+    with BidFilterClient(ConnectionSettings("127.0.0.1", server.port)) as client:
         response = client.filter(*replay_requests[0])
     assert response.outcome == Outcome.SCORED
     assert response.model_version == first

@@ -37,7 +37,7 @@ from cluster_harness import (  # noqa: E402
 )
 from serving import copy_as_new_version  # noqa: E402
 
-from bidfilter.client import AsyncBidFilterClient, Outcome  # noqa: E402
+from bidfilter.client import AsyncBidFilterClient, ConnectionSettings, Outcome  # noqa: E402
 from bidfilter.cluster import (  # noqa: E402
     BACKEND,
     ClusterPlan,
@@ -96,7 +96,8 @@ class PacedLoad:
         deadline = time.monotonic() + self.max_seconds
         numbers = iter(range(self.max_calls))
         async with AsyncBidFilterClient(
-            "127.0.0.1", self.port, connections=CONNECTIONS, timeout=CALL_TIMEOUT_S
+            ConnectionSettings("127.0.0.1", self.port, timeout=CALL_TIMEOUT_S),
+            connections=CONNECTIONS,
         ) as client:
 
             async def caller() -> None:

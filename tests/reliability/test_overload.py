@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from serving import RunningServer, ServerPool
 
-from bidfilter.client import BidFilterClient
+from bidfilter.client import BidFilterClient, ConnectionSettings
 from bidfilter.thrift import CallEncoder, FilterRequest, Outcome, Protocol, ReplyDecoder, Transport
 
 WIRE = (Protocol.COMPACT, Transport.FRAMED)
@@ -223,7 +223,7 @@ def _run_each(streams: list[Stream], drive: Callable[[Stream], None]) -> None:
 def sequential_latencies(port: int, requests: list[tuple[bytes, list[str]]]) -> list[float]:
     """Seconds per call, one call at a time; every one must be scored."""
     latencies = []
-    with BidFilterClient("127.0.0.1", port) as client:
+    with BidFilterClient(ConnectionSettings("127.0.0.1", port)) as client:
         for openrtb, partners in requests[:200]:
             started = time.monotonic()
             response = client.filter(openrtb, partners)

@@ -19,7 +19,7 @@ from serving import BIDFILTER, RunningServer, ServerPool, copy_as_new_version
 
 import bidfilter
 from bidfilter.artifact import open_store
-from bidfilter.client import BidFilterClient
+from bidfilter.client import BidFilterClient, ConnectionSettings
 from bidfilter.settings import Settings
 from bidfilter.thrift import Outcome
 
@@ -95,7 +95,7 @@ def test_the_http_side_port_has_nothing_that_changes_anything(
     assert refused == {}
     assert server.http("/readyz") == ready_before
     assert state.findall(server.http("/metrics")[1]) == state_before
-    with BidFilterClient("127.0.0.1", server.port) as client:
+    with BidFilterClient(ConnectionSettings("127.0.0.1", server.port)) as client:
         assert client.filter(*replay_requests[0]).outcome == Outcome.SCORED
 
 

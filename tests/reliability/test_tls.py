@@ -47,6 +47,7 @@ from bidfilter.client import (  # noqa: E402
     BidFilterClient,
     BidFilterTimeoutError,
     BidFilterUnavailableError,
+    ConnectionSettings,
     client_context,
 )
 from bidfilter.server.tls import TLSSettingsError, server_context  # noqa: E402
@@ -217,13 +218,15 @@ def test_sync_client_round_trip_over_tls_in_every_wire_format(
     transport: Transport,
 ) -> None:
     with BidFilterClient(
-        "127.0.0.1",
-        tls_server.port,
-        protocol=protocol,
-        transport=transport,
-        tls_ca=pki.ca.cert,
-        timeout=5.0,
-        connect_timeout=5.0,
+        ConnectionSettings(
+            "127.0.0.1",
+            tls_server.port,
+            protocol=protocol,
+            transport=transport,
+            tls_ca=pki.ca.cert,
+            timeout=5.0,
+            connect_timeout=5.0,
+        )
     ) as client:
         assert client.ping() == "pong"
         assert client.model_info().version == trained_store[1]
@@ -237,12 +240,14 @@ def test_async_client_pipelines_over_tls(
 ) -> None:
     async def scenario() -> list[Outcome]:
         async with AsyncBidFilterClient(
-            "localhost",  # the certificate names localhost too
-            tls_server.port,
+            ConnectionSettings(
+                "localhost",  # the certificate names localhost too
+                tls_server.port,
+                ssl_context=client_context(pki.ca.cert),
+                timeout=5.0,
+                connect_timeout=5.0,
+            ),
             connections=2,
-            ssl_context=client_context(pki.ca.cert),
-            timeout=5.0,
-            connect_timeout=5.0,
         ) as client:
             assert (await client.model_info()).version == trained_store[1]
             responses = await asyncio.gather(
@@ -292,7 +297,9 @@ def refusal(server: RunningServer, **tls: Any) -> str | None:
     """
     try:
         with BidFilterClient(
-            "127.0.0.1", server.port, retries=0, timeout=5.0, connect_timeout=5.0, **tls
+            ConnectionSettings(
+                "127.0.0.1", server.port, retries=0, timeout=5.0, connect_timeout=5.0, **tls
+            )
         ) as client:
             assert client.ping() == "pong"
     except BidFilterUnavailableError as error:
@@ -312,7 +319,9 @@ def test_mutual_tls_answers_only_clients_with_a_certificate_from_its_ca(
 
     async def async_calls(**tls: Any) -> str:
         async with AsyncBidFilterClient(
-            "127.0.0.1", mtls_server.port, retries=0, timeout=5.0, connect_timeout=5.0, **tls
+            ConnectionSettings(
+                "127.0.0.1", mtls_server.port, retries=0, timeout=5.0, connect_timeout=5.0, **tls
+            )
         ) as client:
             return await client.ping()
 
@@ -373,7 +382,8 @@ def test_plaintext_clients_on_the_tls_port_are_closed_and_tls_clients_unaffected
     async def scenario() -> tuple[list[tuple[float, bytes]], list[float]]:
         latencies: list[float] = []
         async with AsyncBidFilterClient(
-            "127.0.0.1", port, connections=1, tls_ca=pki.ca.cert, timeout=5.0, retries=0
+            ConnectionSettings("127.0.0.1", port, tls_ca=pki.ca.cert, timeout=5.0, retries=0),
+            connections=1,
         ) as client:
             assert await client.ping() == "pong"  # connected before the others come
             plaintext = asyncio.ensure_future(plaintext_pings())
@@ -568,16 +578,20 @@ def test_a_certificate_well_within_its_validity_logs_no_warning(tls_server: Runn
 
 def test_client_tls_options_name_the_option(pki: Pki, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"^tls_key: "):
-        BidFilterClient("127.0.0.1", 1, tls_key=pki.client.key)
+        BidFilterClient(ConnectionSettings("127.0.0.1", 1, tls_key=pki.client.key))
     with pytest.raises(ValueError, match=r"^tls_ca: "):
-        BidFilterClient("127.0.0.1", 1, tls_ca=tmp_path / "missing.pem")
+        BidFilterClient(ConnectionSettings("127.0.0.1", 1, tls_ca=tmp_path / "missing.pem"))
     with pytest.raises(ValueError, match=r"^tls_cert: "):
-        AsyncBidFilterClient("127.0.0.1", 1, tls_cert=pki.client.cert, tls_key=pki.server.key)
+        AsyncBidFilterClient(
+            ConnectionSettings("127.0.0.1", 1, tls_cert=pki.client.cert, tls_key=pki.server.key)
+        )
     with pytest.raises(ValueError, match="not both"):
-        BidFilterClient("127.0.0.1", 1, ssl_context=client_context(), tls_ca=pki.ca.cert)
-    plain = BidFilterClient("127.0.0.1", 1)
+        BidFilterClient(
+            ConnectionSettings("127.0.0.1", 1, ssl_context=client_context(), tls_ca=pki.ca.cert)
+        )
+    plain = ConnectionSettings("127.0.0.1", 1)
     assert plain.ssl_context is None and plain.server_hostname is None
-    secure = BidFilterClient("127.0.0.1", 1, tls_ca=pki.ca.cert)
+    secure = ConnectionSettings("127.0.0.1", 1, tls_ca=pki.ca.cert)
     assert secure.ssl_context is not None and secure.server_hostname == "127.0.0.1"
     assert secure.ssl_context.minimum_version is ssl.TLSVersion.TLSv1_2
 

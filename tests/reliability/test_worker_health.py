@@ -16,7 +16,7 @@ import signal
 import time
 from pathlib import Path
 
-from bidfilter.client import BidFilterClient
+from bidfilter.client import BidFilterClient, ConnectionSettings
 from bidfilter.thrift import Outcome
 
 WORKER_LINE = re.compile(r"^worker (\d+) pid (\d+): (\S+)", re.MULTILINE)
@@ -34,7 +34,7 @@ def states(server) -> dict[int, str]:  # type: ignore[no-untyped-def]
 
 
 def scored(server, request: bytes) -> bool:  # type: ignore[no-untyped-def]
-    with BidFilterClient("127.0.0.1", server.port, timeout=5.0) as client:
+    with BidFilterClient(ConnectionSettings("127.0.0.1", server.port, timeout=5.0)) as client:
         return client.filter(request, deadline_ms=5000).outcome == Outcome.SCORED
 
 

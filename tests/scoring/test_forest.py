@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 import xgboost as xgb
 
+from bidfilter.features.spec import fill_keyed
 from bidfilter.logs import iter_log_batches
 from bidfilter.openrtb import parse_bid_request
 from bidfilter.scoring import ServingModel, decide, forest
@@ -36,15 +37,28 @@ def _xgboost_predict(reference: xgb.Booster, model: ServingModel, rows: np.ndarr
     return np.asarray(reference.predict(matrix), dtype=np.float64)
 
 
+Logged = tuple[np.ndarray, bytes, bytes]  # every partner's rows; the row and block served
+
+
 @pytest.fixture(scope="module")
-def logged_rows(model: ServingModel, synth_logs: Path) -> list[np.ndarray]:
+def logged_rows(model: ServingModel, synth_logs: Path) -> list[Logged]:
     batch = next(iter_log_batches(synth_logs, columns=["ts", "request"], batch_size=400))
     texts = batch.column("request").to_pylist()
     stamps = batch.column("ts").cast(pa.int64()).to_pylist()
-    return [
-        model.encoder.rows(parse_bid_request(text), ts, model.partners)
-        for text, ts in zip(texts, stamps, strict=True)
-    ]
+    logged = []
+    for text, ts in zip(texts, stamps, strict=True):
+        request = parse_bid_request(text)
+        rows = model.encoder.rows(request, ts, model.partners)
+        logged.append((rows, *model.encoder.request_inputs(request, ts)))
+    return logged
+
+
+def test_the_model_has_per_partner_columns(model: ServingModel) -> None:
+    """The walk below covers splits on the partner-affinity columns, not only the partner's."""
+    keyed = set(model.spec.keyed_columns)
+    assert keyed
+    arrays, _, _ = forest._flatten_booster(model.booster)
+    assert keyed & set(arrays["feature"].tolist())
 
 
 def test_the_served_model_uses_the_compiled_evaluator(model: ServingModel) -> None:
@@ -52,10 +66,10 @@ def test_the_served_model_uses_the_compiled_evaluator(model: ServingModel) -> No
 
 
 def test_shared_walk_equals_xgboost_on_logged_requests(
-    model: ServingModel, reference: xgb.Booster, logged_rows: list[np.ndarray]
+    model: ServingModel, reference: xgb.Booster, logged_rows: list[Logged]
 ) -> None:
-    for rows in logged_rows:
-        served = model.score_request(rows[0], rows[:, -1].copy())
+    for rows, row, keyed in logged_rows:
+        served = model.score_request(row, rows[:, -1].copy(), keyed)
         np.testing.assert_allclose(
             served, _xgboost_predict(reference, model, rows), rtol=0, atol=1e-6
         )
@@ -73,17 +87,18 @@ def test_row_walk_equals_xgboost_on_probe_rows(model: ServingModel, reference: x
 
 
 def test_unknown_and_many_partners(
-    model: ServingModel, reference: xgb.Booster, logged_rows: list[np.ndarray]
+    model: ServingModel, reference: xgb.Booster, logged_rows: list[Logged]
 ) -> None:
     """More than 64 candidates (the evaluator works in groups of 64), repeats, and a missing or
     out-of-vocabulary partner code, all against XGBoost."""
     n = len(model.partners)
     codes = np.array([i % n for i in range(150)] + [np.nan, n + 5, -1], dtype=np.float32)
-    row = logged_rows[3][0]
-    rows = np.repeat(row[None, :], len(codes), axis=0)
+    _, row, keyed = logged_rows[3]
+    rows = np.repeat(np.frombuffer(row, dtype=np.float32)[None, :], len(codes), axis=0)
     rows[:, -1] = codes
+    fill_keyed(rows, model.spec.keyed_columns, keyed, codes)
     np.testing.assert_allclose(
-        model.score_request(row, codes), _xgboost_predict(reference, model, rows), atol=1e-6
+        model.score_request(row, codes, keyed), _xgboost_predict(reference, model, rows), atol=1e-6
     )
 
 
@@ -158,7 +173,7 @@ def test_without_the_extension_xgboost_serves_the_same_decisions(
 
 
 def test_varying_a_numeric_column_walks_row_by_row(
-    model: ServingModel, reference: xgb.Booster, logged_rows: list[np.ndarray]
+    model: ServingModel, reference: xgb.Booster, logged_rows: list[Logged]
 ) -> None:
     """The general walk (rows differing in a column that is not a small categorical, here the
     floor) against XGBoost; bidfilter's partner column takes the code-space walk instead."""
@@ -168,9 +183,44 @@ def test_varying_a_numeric_column_walks_row_by_row(
         **arrays, n_features=n_features, partner_feature=column, base_margin=base_margin
     )
     floors = np.array([np.nan, 0.0, 0.05, 0.5, 1.0, 2.5, 7.0, 50.0] * 9, dtype=np.float32)
-    row = logged_rows[5][0]
+    row = logged_rows[5][0][0]
     rows = np.repeat(row[None, :], len(floors), axis=0)
     rows[:, column] = floors
     served = np.empty(len(floors))
     varying.predict_shared(row, floors, served)
     np.testing.assert_allclose(served, _xgboost_predict(reference, model, rows), atol=1e-6)
+
+
+def test_per_partner_columns_beyond_code_space() -> None:
+    """With more partners than code space holds, the walk goes partner by partner; the
+    per-partner columns still come from the block, by partner code, as XGBoost reads them
+    from the rows."""
+    rng = np.random.default_rng(3)
+    partners, n = 70, 4000
+    codes = rng.integers(0, partners, n)
+    affinity = rng.random((partners,)).astype(np.float32)
+    shared = rng.random(n).astype(np.float32)
+    features = np.column_stack([shared, affinity[codes], codes]).astype(np.float32)
+    labels = (rng.random(n) < affinity[codes] * shared).astype(np.float32)
+    matrix = xgb.DMatrix(
+        features, label=labels, feature_types=["q", "q", "c"], enable_categorical=True
+    )
+    params = {"objective": "binary:logistic", "max_depth": 4, "max_cat_to_onehot": 1}
+    booster = xgb.train(params, matrix, num_boost_round=20)
+    compiled = compile_forest(booster, partner_feature=2, keyed=[1])
+    assert compiled is not None
+    candidates = np.array([*range(partners), np.nan, partners + 3], dtype=np.float32)
+    block = affinity
+    row = np.array([0.6, np.nan, np.nan], dtype=np.float32)
+    served = np.empty(len(candidates))
+    compiled.predict_shared(row, candidates, served, block.tobytes())
+    rows = np.repeat(row[None, :], len(candidates), axis=0)
+    rows[:, 2] = candidates
+    known = candidates < partners
+    rows[known, 1] = affinity[candidates[known].astype(int)]
+    expected = booster.predict(
+        xgb.DMatrix(rows, feature_types=["q", "q", "c"], enable_categorical=True)
+    )
+    np.testing.assert_allclose(served, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="keyed"):
+        compiled.predict_shared(row, candidates, served)

@@ -207,12 +207,12 @@ class BackgroundLoad:
             time.sleep(0.02)
 
     async def _run(self) -> None:
-        from bidfilter.client import AsyncBidFilterClient
+        from bidfilter.client import AsyncBidFilterClient, ConnectionSettings
 
         deadline = time.monotonic() + self.max_seconds
         counter = iter(range(self.max_calls))
         async with AsyncBidFilterClient(
-            "127.0.0.1", self.port, connections=2, timeout=5.0, retries=5
+            ConnectionSettings("127.0.0.1", self.port, timeout=5.0, retries=5), connections=2
         ) as client:
 
             async def caller() -> None:

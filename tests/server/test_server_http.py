@@ -8,7 +8,7 @@ from pathlib import Path
 
 from serving import RunningServer, ServerPool
 
-from bidfilter.client import BidFilterClient
+from bidfilter.client import BidFilterClient, ConnectionSettings
 from bidfilter.thrift import CallEncoder, FilterRequest, Outcome, Protocol, ReplyDecoder, Transport
 
 
@@ -25,7 +25,7 @@ def test_health_ready_and_read_only(
 def test_metrics_after_traffic(
     module_server: RunningServer, logged_requests: list[tuple[bytes, list[str]]]
 ) -> None:
-    with BidFilterClient("127.0.0.1", module_server.port) as client:
+    with BidFilterClient(ConnectionSettings("127.0.0.1", module_server.port)) as client:
         for openrtb, partners in logged_requests[:40]:
             client.filter(openrtb, partners)
         client.model_info()
@@ -98,5 +98,5 @@ def test_garbage_and_http_on_the_thrift_port_are_closed(module_server: RunningSe
         with socket.create_connection(("127.0.0.1", module_server.port), timeout=5) as sock:
             sock.sendall(garbage)
             assert sock.recv(100) == b""  # closed, nothing answered
-    with BidFilterClient("127.0.0.1", module_server.port) as client:
+    with BidFilterClient(ConnectionSettings("127.0.0.1", module_server.port)) as client:
         assert client.ping() == "pong"

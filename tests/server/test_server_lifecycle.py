@@ -13,7 +13,7 @@ from pathlib import Path
 
 from serving import BackgroundLoad, ServerPool, copy_as_new_version
 
-from bidfilter.client import BidFilterClient
+from bidfilter.client import BidFilterClient, ConnectionSettings
 from bidfilter.thrift import (
     CallEncoder,
     FilterRequest,
@@ -41,7 +41,7 @@ def test_no_model_fails_open_then_loads_when_published(
     server = start_server(empty, wait_ready=False, poll_s=0.2)
     assert server.http("/readyz")[0] == 503
     openrtb, partners = logged_requests[0]
-    with BidFilterClient("127.0.0.1", server.port) as client:
+    with BidFilterClient(ConnectionSettings("127.0.0.1", server.port)) as client:
         response = client.filter(openrtb, partners)
         assert response.outcome == Outcome.FAIL_OPEN_NO_MODEL
         assert [d.partner for d in response.decisions] == partners
@@ -97,7 +97,7 @@ def test_broken_version_is_refused_and_the_old_one_keeps_serving(
         )
     )
     assert f"ready: {first}" in server.http("/readyz")[1]
-    with BidFilterClient("127.0.0.1", server.port) as client:
+    with BidFilterClient(ConnectionSettings("127.0.0.1", server.port)) as client:
         response = client.filter(*logged_requests[0])
     assert response.outcome == Outcome.SCORED
     assert response.model_version == first
@@ -118,7 +118,7 @@ def test_killed_worker_is_replaced(
         lambda: metric(server.http("/metrics")[1], "bidfilter_worker_restarts_total") == 1
     )
     server.wait_until(server.ready)
-    with BidFilterClient("127.0.0.1", server.port, retries=3) as client:
+    with BidFilterClient(ConnectionSettings("127.0.0.1", server.port, retries=3)) as client:
         for openrtb, partners in logged_requests[:50]:
             assert client.filter(openrtb, partners).outcome == Outcome.SCORED
     assert workers[0] not in _child_pids(server.process.pid)

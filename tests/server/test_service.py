@@ -106,7 +106,9 @@ def test_scoring_fault_fails_open_as_error(
     def broken(row: np.ndarray, codes: np.ndarray) -> np.ndarray:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(ServingModel, "score_request", lambda self, row, codes: broken(row, codes))
+    monkeypatch.setattr(
+        ServingModel, "score_request", lambda self, row, codes, keyed=b"": broken(row, codes)
+    )
     response = service.filter(request(logged_requests), time.perf_counter_ns(), shed=False)
     assert response.outcome is Outcome.FAIL_OPEN_ERROR
     assert response.error == "internal error: RuntimeError"
@@ -176,12 +178,12 @@ def test_partner_counters_count_repeats_and_unknown_partners(
     for _ in range(3):
         service.filter(FilterRequest(openrtb, candidates), time.perf_counter_ns(), shed=False)
     service.metrics.flush()
-    decisions = board.totals()[m._PARTNERS : m._PARTNERS + m.MAX_PARTNERS]
+    decisions = m.partner_counts(board.totals()).decisions
     codes = service.model.encoder.partner_codes if service.model else {}
     assert decisions[codes["dsp-01"]] == 6
     assert decisions[codes["dsp-02"]] == 3
     assert decisions[m.UNKNOWN_PARTNER_SLOT] == 6
-    sent = board.totals()[m._PARTNERS + m.MAX_PARTNERS + m.UNKNOWN_PARTNER_SLOT]
+    sent = m.partner_counts(board.totals()).sent[m.UNKNOWN_PARTNER_SLOT]
     assert sent == 6  # an unknown partner is always sent
 
 
@@ -190,30 +192,30 @@ def test_partner_counters_reach_the_shared_row_on_flush(board: MetricsBoard) -> 
     plan_index = np.array([0, 1, -1], dtype=np.intp)
     for _ in range(4):
         metrics.partners(plan_index, [True, False, True], [False, True, False])
-    decisions = board.totals()[m._PARTNERS : m._PARTNERS + m.MAX_PARTNERS]
+    decisions = m.partner_counts(board.totals()).decisions
     assert decisions.sum() == 0  # recorded, not yet published
     metrics.flush_due(m.FLUSH_INTERVAL_NS - 1)  # not due: the last flush was "at 0"
-    assert board.totals()[m._PARTNERS : m._PARTNERS + m.MAX_PARTNERS].sum() == 0
+    assert m.partner_counts(board.totals()).decisions.sum() == 0
     metrics.flush_due(m.FLUSH_INTERVAL_NS)
     totals = board.totals()
-    assert totals[m._PARTNERS + 0] == 4 and totals[m._PARTNERS + m.UNKNOWN_PARTNER_SLOT] == 4
-    assert totals[m._PARTNERS + m.MAX_PARTNERS + 1] == 0
-    assert totals[m._PARTNERS + 2 * m.MAX_PARTNERS + 1] == 4
+    counts = m.partner_counts(totals)
+    assert counts.decisions[0] == 4 and counts.decisions[m.UNKNOWN_PARTNER_SLOT] == 4
+    assert counts.sent[1] == 0
+    assert counts.explored[1] == 4
     metrics.flush()  # nothing pending: nothing added twice
     assert (board.totals() == totals).all()
 
 
 class _Connection:
-    """What the dispatcher uses of a connection, recording what is written to it."""
+    """A reply sink (what the dispatcher uses of a connection), recording what is written to it."""
 
     def __init__(self) -> None:
         self.encoder = ReplyEncoder(Protocol.BINARY, Transport.FRAMED)
         self.writes: list[bytes] = []
         self.closed = False
-        self.pending = 0
 
-    def send(self, data: bytes) -> None:
-        self.writes.append(data)
+    def send(self, replies: bytes, answered: int) -> None:
+        self.writes.append(replies)
 
     def pause_reading(self) -> None:
         raise AssertionError("not under this little load")
@@ -244,14 +246,14 @@ def test_a_lone_call_to_an_idle_dispatcher_is_answered_at_once_and_the_rest_in_o
         encoder = first.encoder
         now = time.perf_counter_ns()
         for seqid in (1, 2):
-            dispatcher.submit(first, [Call("ping", seqid, None)], now)  # type: ignore[arg-type]
+            dispatcher.submit(first, encoder, [Call("ping", seqid, None)], now)  # type: ignore[arg-type]
             assert first.writes[-1] == encoder.ping(seqid, "pong")  # before submit returned
         await asyncio.sleep(m.FLUSH_INTERVAL_NS / 1e9 + 0.1)
         # The second call came within a flush interval of the first: counted by the timer.
         assert _ping_calls_counted(board).endswith(" 2")
         two = [Call("ping", 3, None), Call("ping", 4, None)]
-        dispatcher.submit(first, two, now)  # type: ignore[arg-type]
-        dispatcher.submit(second, [Call("ping", 5, None)], now)  # type: ignore[arg-type]
+        dispatcher.submit(first, encoder, two, now)  # type: ignore[arg-type]
+        dispatcher.submit(second, encoder, [Call("ping", 5, None)], now)  # type: ignore[arg-type]
         # Two calls in one read are queued, and so is a lone call behind them: in order.
         assert len(first.writes) == 2 and second.writes == [] and len(dispatcher) == 3
         await asyncio.sleep(0)  # one loop turn: the drain

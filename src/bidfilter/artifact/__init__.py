@@ -1,8 +1,8 @@
 """Versioned model artifacts (a directory described by its manifest) and the stores that hold them.
 
 ``S3ModelStore`` lives in ``bidfilter.artifact.s3_store`` and is not re-exported here, so that
-importing this package (and using a local store) does not import boto3; ``open_store`` picks
-the right store from a URI.
+importing this package (and using a local store) does not import boto3; ``open_store``
+(``bidfilter.artifact.stores``) picks the right store from a URI's scheme.
 """
 
 from bidfilter.artifact.errors import ArtifactError, StoreError
@@ -19,7 +19,8 @@ from bidfilter.artifact.manifest import (
     verify,
     write_manifest,
 )
-from bidfilter.artifact.store import DEFAULT_STORE_URI, ModelStore, open_store
+from bidfilter.artifact.store import ModelStore
+from bidfilter.artifact.stores import DEFAULT_STORE_URI, open_store
 
 __all__ = [
     "DEFAULT_STORE_URI",

@@ -27,10 +27,8 @@ from bidfilter.artifact.manifest import (
     list_files,
     verify,
 )
-from bidfilter.artifact.store import ModelStore
+from bidfilter.artifact.store import LATEST_NAME, VERSIONS_DIR, ModelStore
 
-LATEST_NAME = "LATEST"
-VERSIONS_DIR = "versions"
 STAGING_DIR = ".staging"
 
 

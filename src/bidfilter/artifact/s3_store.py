@@ -41,20 +41,18 @@ from bidfilter.artifact.manifest import (
     is_version_id,
     verify,
 )
-from bidfilter.artifact.store import (
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_READ_TIMEOUT,
-    ModelStore,
-)
+from bidfilter.artifact.store import LATEST_NAME, VERSIONS_DIR, ModelStore
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
 
 AddressingStyle = Literal["auto", "path", "virtual"]
 
-LATEST_NAME = "LATEST"
-VERSIONS_DIR = "versions"
+# What ``open_store`` and ``S3ModelStore`` use unless told otherwise (seconds; tries per request,
+# the first included): an unreachable store fails after about attempts x connect timeout.
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_READ_TIMEOUT = 60.0
+DEFAULT_MAX_ATTEMPTS = 3
 
 _CHUNK = 1 << 20
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})

@@ -9,8 +9,9 @@ Readers only ever follow ``LATEST`` (or ask for a version by id) and never trust
 download until it matches its manifest. Writers upload a whole version, check the uploaded copy,
 and only then move ``LATEST``, so a reader never sees a partial publish.
 
-The shared rules (what a version id may be, how a fetched copy is checked and moved into place)
-live here; each store only says how to move bytes.
+The shared rules (the layout's names, what a version id may be, how a fetched copy is checked and
+moved into place) live here; each store only says how to move bytes. Which store a URI opens is
+:mod:`bidfilter.artifact.stores`'s business: this base never names its subclasses.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import secrets
 import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
-from urllib.parse import unquote
 
 from bidfilter.artifact.durable import fsync_dir, fsync_tree
 from bidfilter.artifact.errors import ArtifactError, StoreError
@@ -37,11 +37,8 @@ from bidfilter.artifact.manifest import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STORE_URI = ".bidfilter/store"
-
-DEFAULT_CONNECT_TIMEOUT = 5.0
-DEFAULT_READ_TIMEOUT = 60.0
-DEFAULT_MAX_ATTEMPTS = 3
+LATEST_NAME = "LATEST"
+VERSIONS_DIR = "versions"
 
 
 class ModelStore(ABC):
@@ -191,45 +188,3 @@ def _reuse(target: Path, manifest: Manifest) -> Path:
             "manifest.json", f"{target} holds a different {manifest.version} than the store"
         )
     return target
-
-
-def open_store(
-    uri: str,
-    *,
-    endpoint_url: str | None = None,
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-    read_timeout: float = DEFAULT_READ_TIMEOUT,
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-) -> ModelStore:
-    """Open the store at ``uri``: a path, ``file:///path``, or ``s3://bucket/prefix``.
-
-    ``endpoint_url``, the timeouts (seconds) and ``max_attempts`` (total tries per request) only
-    apply to S3; without ``endpoint_url`` boto3 still honours ``AWS_ENDPOINT_URL_S3`` and
-    ``AWS_ENDPOINT_URL``. Credentials come from the standard AWS chain.
-    """
-    if not uri:
-        raise StoreError("uri", "the store URI is empty")
-    scheme, separator, rest = uri.partition("://")
-    if not separator:
-        # Imported here so that opening a local store never pays for importing boto3.
-        from bidfilter.artifact.local_store import LocalModelStore
-
-        return LocalModelStore(Path(uri))
-    if scheme == "file":
-        from bidfilter.artifact.local_store import LocalModelStore
-
-        path = rest.removeprefix("localhost")
-        return LocalModelStore(Path(unquote(path)))
-    if scheme == "s3":
-        from bidfilter.artifact.s3_store import S3ModelStore
-
-        bucket, _, prefix = rest.partition("/")
-        return S3ModelStore(
-            bucket,
-            prefix,
-            endpoint_url=endpoint_url,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            max_attempts=max_attempts,
-        )
-    raise StoreError("uri", f"unsupported store {uri!r}: expected a path, file:// or s3://")

@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Final
 
@@ -40,16 +38,13 @@ from bidfilter.client.errors import (
     unavailable,
 )
 from bidfilter.thrift import (
-    DEFAULT_MAX_MESSAGE_BYTES,
     CallEncoder,
     FilterRequest,
     FilterResponse,
     ModelInfo,
-    Protocol,
     Reply,
     ReplyDecoder,
     ThriftProtocolError,
-    Transport,
 )
 
 _SEQIDS: Final = 1 << 31
@@ -221,52 +216,21 @@ def _copy(error: AttemptFailedError) -> AttemptFailedError:
     return AttemptFailedError(error.reason, timed_out=error.timed_out)
 
 
-class AsyncBidFilterClient(ConnectionSettings):
-    """An asyncio client of a BidFilter server that pipelines calls over ``connections``.
+class AsyncBidFilterClient:
+    """An asyncio client of the server its ``settings`` name, pipelining over ``connections``.
 
-    Use ``async with AsyncBidFilterClient(host, port) as client:`` and ``await`` its methods
-    from any number of tasks at once: calls spread round-robin over the connections, each
-    carrying as many calls in flight as are made. Each call gets ``timeout`` seconds per
-    attempt and ``retries`` more attempts on other connections; ``connect_timeout`` bounds each
-    connection attempt, TLS handshake included (TLS options: see ``ConnectionSettings``). Not
-    thread-safe: use it from the event loop it was first used in.
+    Use ``async with AsyncBidFilterClient(ConnectionSettings(host, port)) as client:`` and
+    ``await`` its methods from any number of tasks at once: calls spread round-robin over the
+    connections, each carrying as many calls in flight as are made. Each call gets ``timeout``
+    seconds per attempt and ``retries`` more attempts on other connections (see
+    ``ConnectionSettings``). Not thread-safe: use it from the event loop it was first used in.
     """
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        protocol: Protocol = Protocol.BINARY,
-        transport: Transport = Transport.FRAMED,
-        connections: int = 4,
-        timeout: float = 1.0,
-        retries: int = 2,
-        connect_timeout: float = 1.0,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        ssl_context: ssl.SSLContext | None = None,
-        tls_ca: str | Path | None = None,
-        tls_cert: str | Path | None = None,
-        tls_key: str | Path | None = None,
-        server_hostname: str | None = None,
-    ) -> None:
+    def __init__(self, settings: ConnectionSettings, *, connections: int = 4) -> None:
         if connections < 1:
             raise ValueError(f"connections must be at least 1, not {connections}")
-        super().__init__(
-            host,
-            port,
-            protocol=protocol,
-            transport=transport,
-            timeout=timeout,
-            retries=retries,
-            connect_timeout=connect_timeout,
-            max_message_bytes=max_message_bytes,
-            ssl_context=ssl_context,
-            tls_ca=tls_ca,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-            server_hostname=server_hostname,
-        )
+        self.settings = settings
+        self._encoder = CallEncoder(settings.protocol, settings.transport)
         self.connections = connections
         self._pool: list[_PipelinedConnection | None] = [None] * connections
         self._connecting: list[asyncio.Future[_PipelinedConnection] | None] = [None] * connections
@@ -316,7 +280,7 @@ class AsyncBidFilterClient(ConnectionSettings):
         try:
             await asyncio.gather(*(self._connection(slot) for slot in range(self.connections)))
         except AttemptFailedError as error:
-            raise unavailable(error, 1, self._target) from None
+            raise unavailable(error, 1, self.settings.target) from None
 
     async def close(self) -> None:
         """Close every connection; calls in flight fail with ``ClientClosedError``."""
@@ -346,17 +310,14 @@ class AsyncBidFilterClient(ConnectionSettings):
 
     # -- calls
 
-    @property
-    def _target(self) -> str:
-        return f"{self.host}:{self.port}"
-
     async def _call(self, method: str, encode: _Encode) -> Reply:
         if self._closed:
             raise ClientClosedError
         slot = self._next_slot
         self._next_slot = (slot + 1) % self.connections
         last: AttemptFailedError | None = None
-        for attempt in range(self.retries + 1):
+        retries = self.settings.retries
+        for attempt in range(retries + 1):
             if attempt:
                 self.retried += 1
             try:
@@ -370,7 +331,7 @@ class AsyncBidFilterClient(ConnectionSettings):
                 last = error
                 slot = (slot + 1) % self.connections  # another connection
         assert last is not None
-        raise unavailable(last, self.retries + 1, self._target)
+        raise unavailable(last, retries + 1, self.settings.target)
 
     async def _connection(self, slot: int) -> _PipelinedConnection:
         """The slot's connection, opened (once, however many callers wait) if need be."""
@@ -398,19 +359,20 @@ class AsyncBidFilterClient(ConnectionSettings):
 
     async def _open(self) -> _PipelinedConnection:
         loop = asyncio.get_running_loop()
-        encoder, timeout, limit = self._encoder, self.timeout, self.max_message_bytes
+        settings, encoder = self.settings, self._encoder
+        timeout, limit = settings.timeout, settings.max_message_bytes
         try:
-            async with asyncio.timeout(self.connect_timeout):
+            async with asyncio.timeout(settings.connect_timeout):
                 _, connection = await loop.create_connection(
                     lambda: _PipelinedConnection(encoder, timeout, limit),
-                    self.host,
-                    self.port,
-                    ssl=self.ssl_context,
-                    server_hostname=self.server_hostname,
+                    settings.host,
+                    settings.port,
+                    ssl=settings.ssl_context,
+                    server_hostname=settings.server_hostname,
                 )
         except TimeoutError:
             raise AttemptFailedError(
-                f"cannot connect in {self.connect_timeout:g} s", timed_out=True
+                f"cannot connect in {settings.connect_timeout:g} s", timed_out=True
             ) from None
         except OSError as error:
             raise AttemptFailedError(f"cannot connect: {error}") from None

@@ -4,61 +4,73 @@
 from __future__ import annotations
 
 import ssl
+from dataclasses import KW_ONLY, InitVar, dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from bidfilter.thrift import DEFAULT_MAX_MESSAGE_BYTES, CallEncoder, Protocol, Transport
+from bidfilter.thrift import DEFAULT_MAX_MESSAGE_BYTES, Protocol, Transport
 
 
+@dataclass(frozen=True)
 class ConnectionSettings:
-    """TLS is on when ``ssl_context``, ``tls_ca``, ``tls_cert`` or ``tls_key`` is given.
+    """A server and how to call it: one value, given to either client
+    (``BidFilterClient(ConnectionSettings("10.0.0.7", 9090, timeout=0.05))``).
 
+    ``timeout`` is per attempt of a call, ``retries`` the attempts made again on another
+    connection, ``connect_timeout`` bounds opening a connection, TLS handshake included.
+
+    TLS is on when ``ssl_context``, ``tls_ca``, ``tls_cert`` or ``tls_key`` is given.
     ``ssl_context``: a client context made by the caller, used as is. Otherwise one is built by
     ``client_context``: ``tls_ca`` is the PEM CA to trust (default: the system's), ``tls_cert``
     and ``tls_key`` the client certificate for a server that requires one (mutual TLS;
     ``tls_key`` may be left out when ``tls_cert`` holds the key too). ``server_hostname`` is the
     name the server's certificate must carry (default ``host``; an IP address is matched
     against the certificate's IP addresses).
+
+    The files are read once, here: ``ssl_context`` then holds the context they gave (``None``:
+    plaintext) and ``server_hostname`` the name checked (``None`` without TLS).
     """
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        protocol: Protocol,
-        transport: Transport,
-        timeout: float,
-        retries: int,
-        connect_timeout: float,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        ssl_context: ssl.SSLContext | None = None,
-        tls_ca: str | Path | None = None,
-        tls_cert: str | Path | None = None,
-        tls_key: str | Path | None = None,
-        server_hostname: str | None = None,
+    host: str
+    port: int
+    _: KW_ONLY
+    protocol: Protocol = Protocol.BINARY
+    transport: Transport = Transport.FRAMED
+    timeout: float = 1.0
+    retries: int = 2
+    connect_timeout: float = 1.0
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    ssl_context: ssl.SSLContext | None = None
+    server_hostname: str | None = None
+    # Init-only: kept as the context they build, so that ``dataclasses.replace`` reuses it.
+    tls_ca: InitVar[str | Path | None] = None
+    tls_cert: InitVar[str | Path | None] = None
+    tls_key: InitVar[str | Path | None] = None
+
+    def __post_init__(
+        self, tls_ca: str | Path | None, tls_cert: str | Path | None, tls_key: str | Path | None
     ) -> None:
-        if retries < 0:
-            raise ValueError(f"retries must not be negative, not {retries}")
-        if timeout <= 0 or connect_timeout <= 0:
+        if self.retries < 0:
+            raise ValueError(f"retries must not be negative, not {self.retries}")
+        if self.timeout <= 0 or self.connect_timeout <= 0:
             raise ValueError("timeout and connect_timeout must be positive")
-        self.host = host
-        self.port = port
-        self.protocol = Protocol(protocol)
-        self.transport = Transport(transport)
-        self.timeout = timeout
-        self.retries = retries
-        self.connect_timeout = connect_timeout
-        self.max_message_bytes = max_message_bytes
-        self._encoder = CallEncoder(self.protocol, self.transport)
+        context = self.ssl_context
         files = (tls_ca, tls_cert, tls_key)
         if any(file is not None for file in files):
-            if ssl_context is not None:
+            if context is not None:
                 raise ValueError("give ssl_context or tls_ca/tls_cert/tls_key, not both")
-            ssl_context = client_context(*files)
-        self.ssl_context = ssl_context
-        """What connections are wrapped in; ``None``: plaintext."""
-        self.server_hostname = (server_hostname or host) if ssl_context is not None else None
+            context = client_context(*files)
+        hostname = (self.server_hostname or self.host) if context is not None else None
+        # Frozen: the checked values are set once, through object.__setattr__.
+        object.__setattr__(self, "protocol", Protocol(self.protocol))
+        object.__setattr__(self, "transport", Transport(self.transport))
+        object.__setattr__(self, "ssl_context", context)
+        object.__setattr__(self, "server_hostname", hostname)
+
+    @property
+    def target(self) -> str:
+        """``host:port``, as errors name the server."""
+        return f"{self.host}:{self.port}"
 
 
 def client_context(

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from types import TracebackType
 
 from bidfilter.client.connection_settings import ConnectionSettings
@@ -30,16 +28,13 @@ from bidfilter.client.errors import (
     unavailable,
 )
 from bidfilter.thrift import (
-    DEFAULT_MAX_MESSAGE_BYTES,
     CallEncoder,
     FilterRequest,
     FilterResponse,
     ModelInfo,
-    Protocol,
     Reply,
     ReplyDecoder,
     ThriftProtocolError,
-    Transport,
 )
 
 _RECV_BYTES = 65_536
@@ -49,33 +44,29 @@ _SEQIDS = 1 << 31  # seqids are i32: wrap before going negative
 class _Connection:
     """One socket with its codec state; used by one thread at a time (the pool sees to it)."""
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        encoder: CallEncoder,
-        connect_timeout: float,
-        max_message_bytes: int,
-        tls: ssl.SSLContext | None,
-        server_hostname: str | None,
-    ) -> None:
+    def __init__(self, settings: ConnectionSettings, encoder: CallEncoder) -> None:
+        address = (settings.host, settings.port)
         try:
-            sock = socket.create_connection((host, port), timeout=connect_timeout)
+            sock = socket.create_connection(address, timeout=settings.connect_timeout)
         except OSError as error:
             raise AttemptFailedError(
                 f"cannot connect: {error}", timed_out=isinstance(error, TimeoutError)
             ) from None
         # Calls are small and answered at once: Nagle's algorithm would hold them back.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if tls is not None:
+        if settings.ssl_context is not None:
             try:  # the handshake runs here, each step bounded by the socket's connect_timeout
-                sock = tls.wrap_socket(sock, server_hostname=server_hostname)
+                sock = settings.ssl_context.wrap_socket(
+                    sock, server_hostname=settings.server_hostname
+                )
             except OSError as error:  # the failed SSLSocket has closed the socket already
                 raise AttemptFailedError(
                     f"TLS handshake failed: {error}", timed_out=isinstance(error, TimeoutError)
                 ) from None
         self._socket = sock
-        self._decoder = ReplyDecoder(encoder.protocol, encoder.transport, max_message_bytes)
+        self._decoder = ReplyDecoder(
+            encoder.protocol, encoder.transport, settings.max_message_bytes
+        )
         self._seqid = 0
 
     def call(self, encode: Callable[[int], bytes], method: str, timeout: float) -> Reply:
@@ -115,52 +106,21 @@ class _Connection:
             self._socket.close()
 
 
-class BidFilterClient(ConnectionSettings):
-    """A blocking client of a BidFilter server, safe to share between threads.
+class BidFilterClient:
+    """A blocking client of the server its ``settings`` name, safe to share between threads.
 
     At most ``pool_size`` connections are open at once (a call waits up to ``timeout`` for a
     free one, then fails with ``BidFilterUnavailableError``). Each call gets ``timeout``
-    seconds per attempt and ``retries`` more attempts on fresh connections; ``connect_timeout``
-    bounds each connection attempt, TLS handshake included. TLS options: see
-    ``ConnectionSettings``.
+    seconds per attempt and ``retries`` more attempts on fresh connections (see
+    ``ConnectionSettings``).
     """
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        protocol: Protocol = Protocol.BINARY,
-        transport: Transport = Transport.FRAMED,
-        pool_size: int = 4,
-        timeout: float = 1.0,
-        retries: int = 2,
-        connect_timeout: float = 1.0,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        ssl_context: ssl.SSLContext | None = None,
-        tls_ca: str | Path | None = None,
-        tls_cert: str | Path | None = None,
-        tls_key: str | Path | None = None,
-        server_hostname: str | None = None,
-    ) -> None:
+    def __init__(self, settings: ConnectionSettings, *, pool_size: int = 4) -> None:
         if pool_size < 1:
             raise ValueError(f"pool_size must be at least 1, not {pool_size}")
-        super().__init__(
-            host,
-            port,
-            protocol=protocol,
-            transport=transport,
-            timeout=timeout,
-            retries=retries,
-            connect_timeout=connect_timeout,
-            max_message_bytes=max_message_bytes,
-            ssl_context=ssl_context,
-            tls_ca=tls_ca,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-            server_hostname=server_hostname,
-        )
+        self.settings = settings
         self.pool_size = pool_size
+        self._encoder = CallEncoder(settings.protocol, settings.transport)
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(pool_size)
         self._idle: list[_Connection] = []
@@ -217,17 +177,15 @@ class BidFilterClient(ConnectionSettings):
 
     # -- calls
 
-    @property
-    def _target(self) -> str:
-        return f"{self.host}:{self.port}"
-
     def _call(self, method: str, encode: Callable[[int], bytes]) -> Reply:
         if self._closed:
             raise ClientClosedError
-        if not self._slots.acquire(timeout=self.timeout):
+        timeout = self.settings.timeout
+        if not self._slots.acquire(timeout=timeout):
             raise BidFilterUnavailableError(
                 "connection",
-                f"{self._target}: all {self.pool_size} connections stayed busy {self.timeout:g} s",
+                f"{self.settings.target}: all {self.pool_size} connections stayed busy"
+                f" {timeout:g} s",
                 attempts=0,
             )
         try:
@@ -243,12 +201,13 @@ class BidFilterClient(ConnectionSettings):
         stale_allowance = 1 if connection is not None else 0
         attempts = 0
         last: AttemptFailedError | None = None
-        while attempts < self.retries + 1:
+        settings = self.settings
+        while attempts < settings.retries + 1:
             reused = connection is not None
             try:
                 if connection is None:
                     connection = self._connect()
-                reply = connection.call(encode, method, self.timeout)
+                reply = connection.call(encode, method, settings.timeout)
             except AttemptFailedError as error:
                 if connection is not None:
                     connection.close()
@@ -264,18 +223,10 @@ class BidFilterClient(ConnectionSettings):
             self._give_back(connection)
             return reply
         assert last is not None
-        raise unavailable(last, attempts, self._target)
+        raise unavailable(last, attempts, settings.target)
 
     def _connect(self) -> _Connection:
-        return _Connection(
-            self.host,
-            self.port,
-            self._encoder,
-            self.connect_timeout,
-            self.max_message_bytes,
-            self.ssl_context,
-            self.server_hostname,
-        )
+        return _Connection(self.settings, self._encoder)
 
     def _take_idle(self) -> _Connection | None:
         with self._lock:

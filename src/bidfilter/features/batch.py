@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from bidfilter.features.affinity import AFFINITY_FIELDS
 from bidfilter.features.extract import (
     CATEGORICAL_FEATURES,
     NUMERIC_FEATURES,
@@ -54,6 +55,9 @@ class RequestFeatureBuilder:
         self._local_chunks: list[np.ndarray] = []
         self._numeric_rows: list[list[float]] = []
         self._local_rows: list[list[int]] = []
+        # After build: each affinity field's distinct values and every request's index into
+        # them (-1: absent), for the partner-affinity tables (features/affinity.py).
+        self.value_ids: dict[str, tuple[list[str], np.ndarray]] = {}
 
     def __len__(self) -> int:
         return sum(len(chunk) for chunk in self._numeric_chunks) + len(self._numeric_rows)
@@ -140,6 +144,8 @@ class RequestFeatureBuilder:
         ):
             values = list(interned)
             codes = local[:, column]
+            if name in AFFINITY_FIELDS:
+                self.value_ids[name] = (values, codes.copy())
             counted = codes if vocabulary_rows is None else codes[vocabulary_rows]
             counts = np.bincount(counted[counted >= 0], minlength=len(values))
             seen = {values[index]: int(counts[index]) for index in np.flatnonzero(counts)}

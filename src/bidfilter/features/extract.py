@@ -16,7 +16,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from bidfilter.features.useragent import NOTHING, major_version, software
-from bidfilter.openrtb import parse
+from bidfilter.openrtb import signals
 from bidfilter.openrtb.model import BidRequest, Content
 
 NAN = math.nan
@@ -258,7 +258,7 @@ def extract(
         carrier = device.carrier.lower() if device.carrier else None
     if language is None and content is not None:
         language = _language(content.language)
-    location = parse.geo(request)
+    location = signals.geo(request)
     country = region = None
     has_city = latlon_only = 0.0
     hour_local = NAN
@@ -272,9 +272,9 @@ def extract(
 
     user = request.user
     data = user.data if user is not None and user.data else ()
-    gdpr, privacy, gpp = parse.regs_signals(request)
-    consent, eids = parse.user_signals(request)
-    chain = parse.schain(request)
+    gdpr, privacy, gpp = signals.regs_signals(request)
+    consent, eids = signals.user_signals(request)
+    chain = signals.schain(request)
     hour_index = ts_ms // _MS_PER_HOUR
     # 1970-01-01 was a Thursday: shift so Monday is 0, as datetime.weekday() does.
     weekday = (hour_index // 24 + 3) % 7

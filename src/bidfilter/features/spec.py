@@ -1,11 +1,12 @@
 """The feature spec: column order, types and vocabularies, saved inside every model artifact.
 
 A model is only valid with the exact spec it was trained with, so the spec travels in the
-manifest and serving rebuilds its encoder from it (currency rates included). Column order: the
-numeric features, one 0/1 column per kept member of each set feature (``eid_source=uidapi.com``),
-the categorical ones, then ``partner``. A categorical column holds a vocabulary code: 1..n for
-the values seen often enough in training, 0 for any other value (out of vocabulary), NaN when
-absent.
+manifest and serving rebuilds its encoder from it (currency rates and partner-affinity tables
+included). Column order: the numeric features, one 0/1 column per kept member of each set feature
+(``eid_source=uidapi.com``), the categorical ones, the affinity fields' counts and their
+per-partner affinities (features/affinity.py), then ``partner``. A categorical column holds a
+vocabulary code: 1..n for the values seen often enough in training, 0 for any other value (out of
+vocabulary), NaN when absent.
 """
 
 from __future__ import annotations
@@ -17,6 +18,13 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from bidfilter.features.affinity import (
+    AFFINITY_FIELDS,
+    AffinityLookup,
+    AffinityTable,
+    affinity_column,
+    count_column,
+)
 from bidfilter.features.extract import (
     CATEGORICAL_FEATURES,
     NAN,
@@ -27,7 +35,9 @@ from bidfilter.features.extract import (
 )
 from bidfilter.openrtb.model import BidRequest
 
-FEATURE_SPEC_VERSION = 2
+FEATURE_SPEC_VERSION = 3
+# Version 2 specs (before partner affinities) still load: they are version 3 without tables.
+READABLE_VERSIONS = (2, FEATURE_SPEC_VERSION)
 OUT_OF_VOCABULARY = 0
 PARTNER_FEATURE = "partner"
 
@@ -52,7 +62,24 @@ class FeatureSpec(msgspec.Struct, frozen=True):
     usd_per_unit: dict[str, float] = msgspec.field(default_factory=lambda: dict(USD_PER_UNIT))
     numeric: list[str] = msgspec.field(default_factory=lambda: list(NUMERIC_FEATURES))
     categorical: list[str] = msgspec.field(default_factory=lambda: list(CATEGORICAL_FEATURES))
+    affinities: dict[str, AffinityTable] = msgspec.field(default_factory=dict)
     version: int = FEATURE_SPEC_VERSION
+
+    @property
+    def affinity_fields(self) -> list[str]:
+        return [field for field in AFFINITY_FIELDS if field in self.affinities]
+
+    @property
+    def affinity_columns(self) -> list[str]:
+        """The count columns, then the per-partner affinity columns."""
+        fields = self.affinity_fields
+        return [*map(count_column, fields), *map(affinity_column, fields)]
+
+    @property
+    def keyed_columns(self) -> list[int]:
+        """Indices of the per-partner columns (the affinities), in the affinity block's order."""
+        end = self.partner_column
+        return list(range(end - len(self.affinity_fields), end))
 
     @property
     def set_columns(self) -> list[str]:
@@ -60,13 +87,24 @@ class FeatureSpec(msgspec.Struct, frozen=True):
 
     @property
     def names(self) -> list[str]:
-        return [*self.numeric, *self.set_columns, *self.categorical, PARTNER_FEATURE]
+        return [
+            *self.numeric,
+            *self.set_columns,
+            *self.categorical,
+            *self.affinity_columns,
+            PARTNER_FEATURE,
+        ]
 
     @property
     def feature_types(self) -> list[str]:
         """XGBoost feature types: ``q`` (quantitative) or ``c`` (categorical)."""
         quantitative = len(self.numeric) + len(self.set_columns)
-        return ["q"] * quantitative + ["c"] * (len(self.categorical) + 1)
+        return (
+            ["q"] * quantitative
+            + ["c"] * len(self.categorical)
+            + ["q"] * len(self.affinity_columns)
+            + ["c"]
+        )
 
     @property
     def partner_column(self) -> int:
@@ -82,11 +120,23 @@ class FeatureSpec(msgspec.Struct, frozen=True):
             spec = msgspec.convert(data, cls)
         except msgspec.ValidationError as exc:
             raise FeatureSpecError("feature_spec", str(exc)) from None
-        if spec.version != FEATURE_SPEC_VERSION:
+        if spec.version not in READABLE_VERSIONS:
             raise FeatureSpecError(
                 "feature_spec.version",
-                f"version {spec.version}; this bidfilter builds version {FEATURE_SPEC_VERSION}",
+                f"version {spec.version}; this bidfilter reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}",
             )
+        for field, table in spec.affinities.items():
+            if field not in AFFINITY_FIELDS:
+                raise FeatureSpecError(f"feature_spec.affinities.{field}", "not an affinity field")
+            if len(table.priors) != len(spec.partners) or len(table.counts) != len(table.values):
+                raise FeatureSpecError(
+                    f"feature_spec.affinities.{field}", "tables do not match the partners"
+                )
+            if len(table.rates) != 4 * len(table.values) * len(table.priors):
+                raise FeatureSpecError(
+                    f"feature_spec.affinities.{field}.rates", "not one rate per value x partner"
+                )
         if (
             tuple(spec.numeric) != NUMERIC_FEATURES
             or tuple(spec.categorical) != CATEGORICAL_FEATURES
@@ -122,14 +172,25 @@ class FeatureEncoder:
         self.partner_codes = {partner: code for code, partner in enumerate(spec.partners)}
         self.width = len(spec.names)
         self._pack = struct.Struct(f"={self.width}f").pack
+        fields = spec.affinity_fields
+        self._affinity = AffinityLookup(spec.affinities, len(spec.partners)) if fields else None
+        self._affinity_at = [CATEGORICAL_FEATURES.index(field) for field in fields]
+        # The per-partner columns' places in the row hold NaN: their values come per partner.
+        self._keyed_placeholders = [NAN] * len(fields)
 
     def request_vector(self, request: BidRequest, ts_ms: int) -> np.ndarray:
         """The request's row with the partner column left NaN (float32)."""
         return np.frombuffer(self.request_values(request, ts_ms), dtype=np.float32)
 
     def request_values(self, request: BidRequest, ts_ms: int) -> bytes:
-        """:meth:`request_vector` as packed float32 bytes: what the serving hot path hands to the
-        compiled evaluator (packing costs a fraction of a numpy array's set-up)."""
+        """:meth:`request_vector` as packed float32 bytes."""
+        return self.request_inputs(request, ts_ms)[0]
+
+    def request_inputs(self, request: BidRequest, ts_ms: int) -> tuple[bytes, bytes]:
+        """What the serving hot path hands to the compiled evaluator: the request's row as packed
+        float32 bytes (packing costs a fraction of a numpy array's set-up), its per-partner
+        columns left NaN, and their values: per affinity field, one float32 per partner code
+        (empty without affinities)."""
         numeric, categorical, sets = extract(request, ts_ms, self._rates)
         values: list[float] = numeric
         block = self._no_members
@@ -147,11 +208,32 @@ class FeatureEncoder:
                 for lookup, value in zip(self._lookups, categorical, strict=True)
             ]
         )
+        keyed = b""
+        if self._affinity is not None:
+            counts, keyed = self._affinity.lookup([categorical[i] for i in self._affinity_at])
+            values.extend(counts)
+            values.extend(self._keyed_placeholders)
         values.append(NAN)
-        return self._pack(*values)
+        return self._pack(*values), keyed
 
     def rows(self, request: BidRequest, ts_ms: int, partners: Sequence[str]) -> np.ndarray:
         """One row per partner (K x F); a partner unknown to the spec gets a NaN partner code."""
-        matrix = np.repeat(self.request_vector(request, ts_ms)[None, :], len(partners), axis=0)
-        matrix[:, -1] = [self.partner_codes.get(partner, np.nan) for partner in partners]
+        row, keyed = self.request_inputs(request, ts_ms)
+        matrix = np.repeat(np.frombuffer(row, dtype=np.float32)[None, :], len(partners), axis=0)
+        codes = np.array([self.partner_codes.get(p, np.nan) for p in partners], dtype=np.float32)
+        matrix[:, -1] = codes
+        fill_keyed(matrix, self.spec.keyed_columns, keyed, codes)
         return matrix
+
+
+def fill_keyed(matrix: np.ndarray, columns: Sequence[int], keyed: bytes, codes: np.ndarray) -> None:
+    """Write the per-partner columns of rows whose partner codes are ``codes`` from the block
+    ``keyed`` (one float32 per column x partner code); an unknown code reads NaN."""
+    if not columns:
+        return
+    block = np.frombuffer(keyed, dtype=np.float32).reshape(len(columns), -1)
+    with np.errstate(invalid="ignore"):
+        known = (codes >= 0) & (codes < block.shape[1])
+    at = np.where(known, codes, 0).astype(np.intp)
+    for j, column in enumerate(columns):
+        matrix[:, column] = np.where(known, block[j, at], np.nan)

@@ -1,6 +1,7 @@
 """Auction logs: the training data (one record per bid request, with each partner's outcome)."""
 
-from bidfilter.logs.importing import ImportSummary, import_jsonl
+from bidfilter.logs.import_summary import ImportSummary
+from bidfilter.logs.jsonl import import_jsonl
 from bidfilter.logs.schema import (
     LOG_SCHEMA,
     PARTNER_OUTCOME_TYPE,

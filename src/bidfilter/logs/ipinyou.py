@@ -28,7 +28,8 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from bidfilter.logs.importing import BatchTally, ImportSummary, open_binary
+from bidfilter.logs.compression import open_binary
+from bidfilter.logs.import_summary import BatchTally, ImportSummary
 from bidfilter.logs.schema import AuctionLogWriter, LogFormatError, auction_batch
 
 BID_LOG_COLUMNS: tuple[str, ...] = (

@@ -4,8 +4,8 @@ Everything else (unknown fields) is skipped by the decoder, never materialised. 
 targeting features read (``LENIENT_FIELDS``) are dropped, not refused, when malformed: a partner
 may not care about them, and the auction must not be lost over them. Where OpenRTB 2.6
 moved a field out of ``ext`` (gdpr, us_privacy, consent, eids, schain), the 2.6 field is typed and
-the ``ext`` object is kept as raw JSON: the accessors in :mod:`bidfilter.openrtb.parse` decode it
-only when the 2.6 field is absent, and leniently, because ``ext`` belongs to whoever built the
+the ``ext`` object is kept as raw JSON: the accessors in :mod:`bidfilter.openrtb.signals` decode
+it only when the 2.6 field is absent, and leniently, because ``ext`` belongs to whoever built the
 request (prebid and SSPs put all sorts there) and a malformed one must not cost the auction.
 """
 

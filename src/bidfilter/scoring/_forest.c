@@ -4,6 +4,11 @@
  * walk fork, carrying the set of partners (a 64-bit mask) down each side. Request-level work is
  * therefore done once per request, not K times.
  *
+ * Per-partner columns (bidfilter's partner affinities) are the other exception: their value
+ * differs by partner, so a split on one forks the walk the same way, each partner compared with
+ * its own value, read from a block of one float32 per (column, partner code) passed with the
+ * request.
+ *
  * Semantics follow XGBoost's CPU predictor exactly (see scoring/forest.py, which builds the
  * arrays from the model's JSON and checks the result against XGBoost):
  *   numerical:   missing (NaN) -> default child; value < threshold -> left; else right
@@ -34,6 +39,7 @@ typedef struct {
 #define META_DEFAULT_LEFT (1u << 24)
 #define META_CATEGORICAL (1u << 25)
 #define META_LEAF (1u << 26)
+#define META_KEYED (1u << 27) /* a per-partner column; its block index is in ``cats`` */
 
 /* Partner sets as 64-bit masks over partner *codes* ("code space"): bits 0..61 are codes, bit
  * 62 any code no split knows (negative or past every split's categories: always left), bit 63
@@ -56,7 +62,17 @@ typedef struct {
     int32_t *roots;
     uint64_t *left_codes; /* per node; set for splits on the partner column in code space */
     int code_space;
+    Py_ssize_t n_keyed; /* per-partner columns */
 } Forest;
+
+/* A per-partner column's value for the partner with code ``x`` (a float, as in the row):
+ * ``keyed`` holds ``stride`` codes per column; a missing or unknown code reads as missing. */
+static inline float keyed_value(const float *keyed, Py_ssize_t stride, int32_t column, float x) {
+    if (isnan(x) || x < 0.0f || x >= (float)stride) {
+        return NAN;
+    }
+    return keyed[(Py_ssize_t)column * stride + (Py_ssize_t)x];
+}
 
 static inline int goes_left(const Forest *f, const Node *node, float x) {
     uint32_t meta = node->meta;
@@ -88,9 +104,10 @@ static inline void add_leaf(float *acc, uint64_t mask, float leaf) {
 
 static inline float sigmoid(float margin) { return 1.0f / (1.0f + expf(-margin)); }
 
-/* Rows [0, k) share ``row`` except the partner column, which is ``partners[i]``; k <= 64. */
+/* Rows [0, k) share ``row`` except the partner column, which is ``partners[i]``, and the
+ * per-partner columns, read from ``keyed`` (``NULL``: from the row, as any column); k <= 64. */
 static void predict_group(const Forest *f, const float *row, const float *partners, int k,
-                          float *acc) {
+                          const float *keyed, Py_ssize_t stride, float *acc) {
     int32_t stack_node[MAX_DEPTH];
     uint64_t stack_mask[MAX_DEPTH];
     const uint64_t all = k == 64 ? ~(uint64_t)0 : (((uint64_t)1 << k) - 1);
@@ -116,14 +133,17 @@ static void predict_group(const Forest *f, const float *row, const float *partne
                 continue;
             }
             uint32_t feat = meta & META_FEATURE;
-            if (feat != pf) {
+            int by_partner = feat == pf;
+            if (!by_partner && !((meta & META_KEYED) && keyed != NULL)) {
                 node = nodes + node->left + !goes_left(f, node, row[feat]);
                 continue;
             }
             uint64_t lmask = 0, m = mask;
             while (m) {
                 int i = __builtin_ctzll(m);
-                if (goes_left(f, node, partners[i])) {
+                float x = by_partner ? partners[i]
+                                     : keyed_value(keyed, stride, node->cats, partners[i]);
+                if (goes_left(f, node, x)) {
                     lmask |= (uint64_t)1 << i;
                 }
                 m &= m - 1;
@@ -146,7 +166,7 @@ static void predict_group(const Forest *f, const float *row, const float *partne
 /* All K rows of one request in code space (see CODE_SPACE): each tree is walked once, and a
  * split on the partner column is one AND; margins are summed per code, then read per row. */
 static void predict_codes(const Forest *f, const float *row, const float *partners,
-                          Py_ssize_t k, double *out) {
+                          Py_ssize_t k, const float *keyed, Py_ssize_t stride, double *out) {
     float acc[64];
     uint8_t slot_stack[256];
     uint8_t *slots = k <= 256 ? slot_stack : PyMem_RawMalloc((size_t)k);
@@ -186,11 +206,25 @@ static void predict_codes(const Forest *f, const float *row, const float *partne
                 continue;
             }
             uint32_t feat = meta & META_FEATURE;
-            if (feat != pf) {
+            uint64_t lmask;
+            if (feat == pf) {
+                lmask = mask & f->left_codes[at];
+            } else if (meta & META_KEYED) {
+                /* slot c is code c; the unknown and missing slots read as missing */
+                lmask = 0;
+                uint64_t m = mask;
+                while (m) {
+                    int c = __builtin_ctzll(m);
+                    float x = c < stride ? keyed[(Py_ssize_t)node->cats * stride + c] : NAN;
+                    if (goes_left(f, node, x)) {
+                        lmask |= (uint64_t)1 << c;
+                    }
+                    m &= m - 1;
+                }
+            } else {
                 at = node->left + !goes_left(f, node, row[feat]);
                 continue;
             }
-            uint64_t lmask = mask & f->left_codes[at];
             uint64_t rmask = mask & ~lmask;
             if (lmask && rmask) {
                 stack_node[sp] = node->left + 1;
@@ -232,24 +266,46 @@ static int get_buffer(PyObject *obj, Py_buffer *view, const char *name, Py_ssize
     return 0;
 }
 
-/* Forest.predict_shared(row: float32[F], partners: float32[K], out: float64[K]) */
+/* Forest.predict_shared(row: float32[F], partners: float32[K], out: float64[K],
+ *                       keyed: float32[n_keyed * codes] = b"") */
 static PyObject *Forest_predict_shared(Forest *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "predict_shared(row, partners, out)");
+    if (nargs != 3 && nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "predict_shared(row, partners, out, keyed=b'')");
         return NULL;
     }
-    Py_buffer row, partners, out;
-    if (get_buffer(args[0], &row, "row", 4, 0) < 0) {
+    Py_buffer row, partners, out, keyed_view;
+    const float *keyed = NULL;
+    Py_ssize_t stride = 0;
+    if (nargs == 4) {
+        if (get_buffer(args[3], &keyed_view, "keyed", 4, 0) < 0) {
+            return NULL;
+        }
+        Py_ssize_t n = keyed_view.len / 4;
+        if (self->n_keyed > 0) {
+            stride = n / self->n_keyed;
+        }
+        if (self->n_keyed > 0 ? n % self->n_keyed != 0 || stride == 0 : n != 0) {
+            PyErr_Format(PyExc_ValueError, "keyed: %zd values for %zd per-partner columns", n,
+                         self->n_keyed);
+            PyBuffer_Release(&keyed_view);
+            return NULL;
+        }
+        keyed = (const float *)keyed_view.buf;
+    } else if (self->n_keyed > 0) {
+        PyErr_SetString(PyExc_ValueError, "keyed: the model has per-partner columns");
         return NULL;
+    }
+    if (get_buffer(args[0], &row, "row", 4, 0) < 0) {
+        goto release_keyed;
     }
     if (get_buffer(args[1], &partners, "partners", 4, 0) < 0) {
         PyBuffer_Release(&row);
-        return NULL;
+        goto release_keyed;
     }
     if (get_buffer(args[2], &out, "out", 8, 1) < 0) {
         PyBuffer_Release(&row);
         PyBuffer_Release(&partners);
-        return NULL;
+        goto release_keyed;
     }
     Py_ssize_t k = partners.len / 4;
     PyObject *result = NULL;
@@ -265,11 +321,11 @@ static PyObject *Forest_predict_shared(Forest *self, PyObject *const *args, Py_s
         float acc[64];
         Py_BEGIN_ALLOW_THREADS
         if (self->code_space) {
-            predict_codes(self, r, p, k, o);
+            predict_codes(self, r, p, k, keyed, stride, o);
         } else {
             for (Py_ssize_t base = 0; base < k; base += 64) {
                 int n = (int)(k - base < 64 ? k - base : 64);
-                predict_group(self, r, p + base, n, acc);
+                predict_group(self, r, p + base, n, keyed, stride, acc);
                 for (int i = 0; i < n; i++) {
                     o[base + i] = sigmoid(acc[i]);
                 }
@@ -281,7 +337,15 @@ static PyObject *Forest_predict_shared(Forest *self, PyObject *const *args, Py_s
     PyBuffer_Release(&row);
     PyBuffer_Release(&partners);
     PyBuffer_Release(&out);
+    if (nargs == 4) {
+        PyBuffer_Release(&keyed_view);
+    }
     return result;
+release_keyed:
+    if (nargs == 4) {
+        PyBuffer_Release(&keyed_view);
+    }
+    return NULL;
 }
 
 /* Forest.predict_rows(rows: float32[N*F], out: float64[N]): independent rows, for checks. */
@@ -309,7 +373,7 @@ static PyObject *Forest_predict_rows(Forest *self, PyObject *const *args, Py_ssi
         float acc;
         for (Py_ssize_t i = 0; i < n; i++) {
             const float *row = r + i * self->n_features;
-            predict_group(self, row, pf >= 0 ? row + pf : row, 1, &acc);
+            predict_group(self, row, pf >= 0 ? row + pf : row, 1, NULL, 0, &acc);
             o[i] = sigmoid(acc);
         }
         result = Py_NewRef(Py_None);
@@ -386,8 +450,8 @@ static int code_space_masks(Forest *f) {
 }
 
 /* Every index in range, children a pair after their parent (so walks end), categories in
- * range, depth under MAX_DEPTH; then the nodes packed. */
-static int pack(Forest *f, Py_buffer *a) {
+ * range, depth under MAX_DEPTH, per-partner columns numerical; then the nodes packed. */
+static int pack(Forest *f, Py_buffer *a, const int32_t *keyed_features) {
     const int32_t *feature = a[A_FEATURE].buf, *left = a[A_LEFT].buf, *right = a[A_RIGHT].buf;
     const int32_t *cat_offset = a[A_CAT_OFFSET].buf, *cat_words = a[A_CAT_WORDS].buf;
     const int32_t *roots = a[A_ROOTS].buf;
@@ -424,6 +488,10 @@ static int pack(Forest *f, Py_buffer *a) {
                    (cat_offset[i] < 0 || cat_words[i] < 0 ||
                     (Py_ssize_t)cat_offset[i] + cat_words[i] > n_bits)) {
             PyErr_Format(PyExc_ValueError, "node %zd has its categories out of range", i);
+            ok = 0;
+        } else if (keyed_features[feat] >= 0 && (flags[i] & FLAG_CATEGORICAL)) {
+            PyErr_Format(PyExc_ValueError, "node %zd: a categorical split on a per-partner column",
+                         i);
             ok = 0;
         } else if (depth[i] + 1 >= MAX_DEPTH) {
             PyErr_Format(PyExc_ValueError, "trees deeper than %d", MAX_DEPTH - 1);
@@ -466,26 +534,32 @@ static int pack(Forest *f, Py_buffer *a) {
             memcpy(f->cat_bits + next_cat + 1, cat_bits + cat_offset[i],
                    (size_t)cat_words[i] * sizeof(uint32_t));
             next_cat += 1 + cat_words[i];
+        } else if (keyed_features[feature[i]] >= 0) {
+            node->meta |= META_KEYED;
+            node->cats = keyed_features[feature[i]];
         }
     }
     return code_space_masks(f);
 }
 
 /* Forest(feature, value, left, right, flags, cat_offset, cat_words, cat_bits, roots,
- *        n_features, partner_feature, base_margin) */
+ *        n_features, partner_feature, base_margin, keyed=()): ``keyed`` lists the per-partner
+ *        columns (int32 feature indices), in the order of predict_shared's block. */
 static PyObject *Forest_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     PyObject *objects[N_ARRAYS];
+    PyObject *keyed_object = NULL;
     Py_ssize_t n_features;
     int partner_feature;
     float base_margin;
     static char *kwlist[] = {"feature",   "value",      "left",           "right",
                              "flags",     "cat_offset", "cat_words",      "cat_bits",
                              "roots",     "n_features", "partner_feature", "base_margin",
-                             NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOnif", kwlist, &objects[0],
+                             "keyed",     NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOOOnif|O", kwlist, &objects[0],
                                      &objects[1], &objects[2], &objects[3], &objects[4],
                                      &objects[5], &objects[6], &objects[7], &objects[8],
-                                     &n_features, &partner_feature, &base_margin)) {
+                                     &n_features, &partner_feature, &base_margin,
+                                     &keyed_object)) {
         return NULL;
     }
     if (n_features <= 0 || n_features > (Py_ssize_t)META_FEATURE || partner_feature < -1 ||
@@ -496,6 +570,36 @@ static PyObject *Forest_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     Py_buffer arrays[N_ARRAYS];
     int held = 0;
     PyObject *result = NULL;
+    Py_ssize_t n_keyed = 0;
+    int32_t *keyed_features = PyMem_Malloc((size_t)n_features * sizeof(int32_t));
+    if (keyed_features == NULL) {
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n_features; i++) {
+        keyed_features[i] = -1;
+    }
+    if (keyed_object != NULL) {
+        Py_buffer keyed;
+        if (get_buffer(keyed_object, &keyed, "keyed", 4, 0) < 0) {
+            goto done;
+        }
+        n_keyed = keyed.len / 4;
+        const int32_t *columns = keyed.buf;
+        int ok = 1;
+        for (Py_ssize_t j = 0; ok && j < n_keyed; j++) {
+            if (columns[j] < 0 || columns[j] >= n_features || columns[j] == partner_feature ||
+                keyed_features[columns[j]] >= 0) {
+                PyErr_Format(PyExc_ValueError, "keyed[%zd]: not a distinct feature", j);
+                ok = 0;
+            } else {
+                keyed_features[columns[j]] = (int32_t)j;
+            }
+        }
+        PyBuffer_Release(&keyed);
+        if (!ok) {
+            goto done;
+        }
+    }
     for (; held < N_ARRAYS; held++) {
         if (get_buffer(objects[held], &arrays[held], array_names[held], array_itemsize[held],
                        0) < 0) {
@@ -519,7 +623,8 @@ static PyObject *Forest_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     self->n_features = n_features;
     self->partner_feature = partner_feature;
     self->base_margin = base_margin;
-    if (pack(self, arrays) < 0) {
+    self->n_keyed = n_keyed;
+    if (pack(self, arrays, keyed_features) < 0) {
         Py_DECREF(self);
         goto done;
     }
@@ -528,6 +633,7 @@ done:
     for (int i = 0; i < held; i++) {
         PyBuffer_Release(&arrays[i]);
     }
+    PyMem_Free(keyed_features);
     return result;
 }
 

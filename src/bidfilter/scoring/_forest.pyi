@@ -17,9 +17,14 @@ class Forest:
         n_features: int,
         partner_feature: int,
         base_margin: float,
+        keyed: np.ndarray = ...,
     ) -> None: ...
     def predict_shared(
-        self, row: np.ndarray | bytes, partners: np.ndarray, out: np.ndarray
+        self,
+        row: np.ndarray | bytes,
+        partners: np.ndarray,
+        out: np.ndarray,
+        keyed: bytes | np.ndarray = ...,
     ) -> None: ...
     def predict_rows(self, rows: np.ndarray, out: np.ndarray) -> None: ...
 

@@ -58,7 +58,8 @@ def decide(
     ``exploration_rate`` of them, so the logs keep showing what filtered traffic would have got.
     """
     plan = model.plan(candidates)
-    scores = model.score_request(model.encoder.request_values(request, now_ms), plan.codes)
+    row, keyed = model.encoder.request_inputs(request, now_ms)
+    scores = model.score_request(row, plan.codes, keyed)
     if plan.known is not None:
         known_scores = scores
         scores = np.full(len(plan.names), UNKNOWN_PARTNER_PROBABILITY)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,8 +37,11 @@ class ForestError(ValueError):
     """A model the compiled evaluator does not handle (it is then served by XGBoost)."""
 
 
-def compile_forest(booster: xgb.Booster, partner_feature: int) -> CompiledForest | None:
-    """The compiled copy of ``booster`` (``None`` without the extension).
+def compile_forest(
+    booster: xgb.Booster, partner_feature: int, keyed: Sequence[int] = ()
+) -> CompiledForest | None:
+    """The compiled copy of ``booster`` (``None`` without the extension); ``keyed`` lists the
+    per-partner columns, whose values ``predict_shared`` takes per partner code.
 
     Raises ``ForestError`` for models outside what it evaluates: other objectives, several
     outputs, linear boosters, or XGBoost's own category re-coding.
@@ -50,6 +54,7 @@ def compile_forest(booster: xgb.Booster, partner_feature: int) -> CompiledForest
         n_features=n_features,
         partner_feature=partner_feature,
         base_margin=base_margin,
+        keyed=np.asarray(keyed, dtype=np.int32),
     )
 
 
@@ -61,7 +66,7 @@ def probe_rows(booster: xgb.Booster, spec: FeatureSpec, n: int, seed: int = 0) -
     categorical = arrays["flags"] & _CATEGORICAL > 0
     rng = np.random.default_rng(seed)
     rows = np.full((n, n_features), np.nan, dtype=np.float32)
-    categorical_columns = set(range(len(spec.numeric), n_features))
+    categorical_columns = {i for i, kind in enumerate(spec.feature_types) if kind == "c"}
     for column in range(n_features):
         if column in categorical_columns:
             top = int(arrays["cat_words"][(feature == column) & categorical].max(initial=0)) * 32

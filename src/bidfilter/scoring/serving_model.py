@@ -16,6 +16,7 @@ import xgboost as xgb
 
 from bidfilter.artifact import ArtifactError, Manifest, verify
 from bidfilter.features import FeatureEncoder, FeatureSpec, FeatureSpecError
+from bidfilter.features.spec import fill_keyed
 from bidfilter.openrtb import parse_bid_request
 
 if TYPE_CHECKING:
@@ -115,15 +116,22 @@ class ServingModel:
         """Bid probabilities for feature rows (N x F float32), by XGBoost itself."""
         return np.asarray(self.booster.inplace_predict(rows), dtype=np.float64)
 
-    def score_request(self, row: np.ndarray | bytes, codes: np.ndarray) -> np.ndarray:
-        """Bid probabilities of one request (its float32 row, partner column aside) for each
+    def score_request(
+        self, row: np.ndarray | bytes, codes: np.ndarray, keyed: bytes = b""
+    ) -> np.ndarray:
+        """Bid probabilities of one request (its float32 row, partner column aside; ``keyed``
+        its per-partner columns, as :meth:`FeatureEncoder.request_inputs` gives them) for each
         partner code in ``codes`` (float32): the serving hot path."""
         if self.forest is not None:
             out = np.empty(len(codes), dtype=np.float64)
-            self.forest.predict_shared(row, codes, out)
+            if keyed:
+                self.forest.predict_shared(row, codes, out, keyed)
+            else:
+                self.forest.predict_shared(row, codes, out)
             return out
         rows = np.repeat(np.frombuffer(row, dtype=np.float32)[None, :], len(codes), axis=0)
         rows[:, -1] = codes
+        fill_keyed(rows, self.encoder.spec.keyed_columns, keyed, codes)
         return self.predict(rows)
 
     def plan(self, candidates: Sequence[str] | None) -> CandidatePlan:
@@ -154,7 +162,8 @@ class ServingModel:
             ) from None
         if scores.shape != (len(self.partners),) or not np.all((scores >= 0) & (scores <= 1)):
             raise ArtifactError(self.manifest.model_file, "smoke prediction out of [0, 1]")
-        served = self.score_request(rows[0], rows[:, -1].copy())
+        row, keyed = self.encoder.request_inputs(request, 0)
+        served = self.score_request(row, rows[:, -1].copy(), keyed)
         if not np.allclose(served, scores, rtol=0, atol=_FOREST_TOLERANCE):
             raise ArtifactError(self.manifest.model_file, "fast path differs from XGBoost")
 
@@ -194,7 +203,7 @@ def _compiled(booster: xgb.Booster, spec: FeatureSpec) -> CompiledForest | None:
     """The compiled evaluator if it is built and agrees with XGBoost on probe rows; else None,
     and XGBoost serves (slower, never wrong)."""
     try:
-        forest = compile_forest(booster, spec.partner_column)
+        forest = compile_forest(booster, spec.partner_column, spec.keyed_columns)
     except (ForestError, ValueError, KeyError, TypeError) as error:
         log.warning("compiled evaluator unavailable for this model (%s); using XGBoost", error)
         return None

@@ -11,6 +11,11 @@ close would wait for a flush that never comes, holding the connection (and its s
 
 A client that half-closes (``shutdown(SHUT_WR)``) gets every call it sent answered before the
 connection closes.
+
+A connection is given what it uses (uvicorn's ``H11Protocol(config, server_state, app_state)``):
+the settings, the :class:`WorkerState` its worker's connections share, and the dispatcher it
+submits calls to, which answers through the connection's side of ``dispatch.ReplySink``
+(``send``, ``pause_reading``, ``resume_reading``).
 """
 
 from __future__ import annotations
@@ -18,12 +23,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, cast
+from dataclasses import dataclass, field
+from typing import cast
 
+from bidfilter.server.dispatch import Dispatcher
+from bidfilter.server.metrics import WorkerMetrics
+from bidfilter.settings import Settings
 from bidfilter.thrift import ReplyEncoder, ThriftConnectionDecoder, ThriftError
-
-if TYPE_CHECKING:
-    from bidfilter.server.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +40,27 @@ _WRITE_HIGH_WATER = 256 * 1024
 _WRITE_LOW_WATER = 64 * 1024
 
 
+@dataclass(slots=True)
+class WorkerState:
+    """What one worker's connections share (uvicorn's ``ServerState``): the worker drains the
+    open ones at shutdown."""
+
+    metrics: WorkerMetrics
+    connections: set[ThriftConnection] = field(default_factory=set)
+
+
 class ThriftConnection(asyncio.Protocol):
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        settings = worker.settings
+    def __init__(self, settings: Settings, state: WorkerState, dispatcher: Dispatcher) -> None:
+        self._settings = settings
+        self._state = state
+        self._metrics = state.metrics
+        self._dispatcher = dispatcher
         self.decoder = ThriftConnectionDecoder(settings.max_message_bytes)
         self.encoder: ReplyEncoder | None = None
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.half_closed = False  # the client sent EOF: answer what it sent, then close
-        self.pending = 0
+        self.pending = 0  # calls submitted, not yet answered
         # Reading stops while either holds: the worker's queue is full, or this client's
         # replies pile up unread.
         self._queue_full = False
@@ -60,19 +77,19 @@ class ThriftConnection(asyncio.Protocol):
         # uvloop's transports implement the interface without subclassing asyncio's.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
-        worker = self.worker
-        if len(worker.connections) >= worker.settings.max_connections:
-            worker.metrics.add("connections_refused")
+        settings, connections = self._settings, self._state.connections
+        if len(connections) >= settings.max_connections:
+            self._metrics.add("connections_refused")
             self.closed = True
             transport.abort()
             return
-        high_water = min(_WRITE_HIGH_WATER, worker.settings.max_unsent_bytes // 2)
+        high_water = min(_WRITE_HIGH_WATER, settings.max_unsent_bytes // 2)
         transport.set_write_buffer_limits(high=high_water, low=min(_WRITE_LOW_WATER, high_water))
-        worker.connections.add(self)
-        worker.metrics.add("connections_open")
-        worker.metrics.add("connections_total")
+        connections.add(self)
+        self._metrics.add("connections_open")
+        self._metrics.add("connections_total")
         self.last_data_ns = time.perf_counter_ns()
-        self._arm_idle_timer(worker.settings.idle_timeout_s)
+        self._arm_idle_timer(settings.idle_timeout_s)
 
     def data_received(self, data: bytes) -> None:
         arrived_ns = time.perf_counter_ns()
@@ -82,14 +99,16 @@ class ThriftConnection(asyncio.Protocol):
         try:
             calls = self.decoder.feed(data)
         except ThriftError as error:
-            self.worker.metrics.add("protocol_errors")
+            self._metrics.add("protocol_errors")
             log.debug("closing connection: %s", error)
             self.close()
             return
         if calls:
-            if self.encoder is None:
-                self.encoder = self.decoder.reply_encoder()
-            self.worker.dispatcher.submit(self, calls, arrived_ns)
+            encoder = self.encoder
+            if encoder is None:
+                encoder = self.encoder = self.decoder.reply_encoder()
+            self.pending += len(calls)
+            self._dispatcher.submit(self, encoder, calls, arrived_ns)
         if calls and self._read_timer is not None:
             # A message completed: the clock runs from here for the one now part-way in (a
             # client streaming calls is rarely caught between two).
@@ -98,7 +117,7 @@ class ThriftConnection(asyncio.Protocol):
         if self.decoder.buffered_bytes:
             if self._read_timer is None:
                 self._read_timer = self._loop.call_later(
-                    self.worker.settings.read_timeout_s, self._timed_out, "message not completed"
+                    self._settings.read_timeout_s, self._timed_out, "message not completed"
                 )
         elif self._read_timer is not None:
             self._read_timer.cancel()
@@ -116,7 +135,7 @@ class ThriftConnection(asyncio.Protocol):
         self._apply_reading()
         if self._unread_timer is None:
             self._unread_timer = self._loop.call_later(
-                self.worker.settings.read_timeout_s, self._give_up, "replies not read"
+                self._settings.read_timeout_s, self._give_up, "replies not read"
             )
 
     def resume_writing(self) -> None:
@@ -127,20 +146,22 @@ class ThriftConnection(asyncio.Protocol):
         self._apply_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self in self.worker.connections:
-            self.worker.connections.discard(self)
-            self.worker.metrics.add("connections_open", -1)
+        connections = self._state.connections
+        if self in connections:
+            connections.discard(self)
+            self._metrics.add("connections_open", -1)
         self.closed = True
         self._cancel_timers()
 
-    # --- used by the dispatcher and the worker --------------------------------------------------
+    # --- the dispatcher's reply sink ----------------------------------------------------------
 
-    def send(self, data: bytes) -> None:
+    def send(self, replies: bytes, answered: int) -> None:
+        self.pending -= answered
         transport = self.transport
-        if transport is None or self.closed:
+        if not replies or transport is None or self.closed:
             return
-        transport.write(data)
-        if transport.get_write_buffer_size() > self.worker.settings.max_unsent_bytes:
+        transport.write(replies)
+        if transport.get_write_buffer_size() > self._settings.max_unsent_bytes:
             self._give_up("too many replies not read")
         elif self.half_closed and self.pending == 0:
             self.close()  # the last reply owed: flushed, then closed
@@ -153,6 +174,8 @@ class ThriftConnection(asyncio.Protocol):
     def resume_reading(self) -> None:
         self._queue_full = False
         self._apply_reading()
+
+    # --- reading, and closing (the worker's drain) -------------------------------------------
 
     def _apply_reading(self) -> None:
         if self.transport is None or self.closed:
@@ -204,7 +227,7 @@ class ThriftConnection(asyncio.Protocol):
         # The idle timer is not moved on every read (that costs more than the rest of a small
         # read); when it fires, it looks at how long the client has really been quiet.
         self._idle_timer = None
-        timeout_s = self.worker.settings.idle_timeout_s
+        timeout_s = self._settings.idle_timeout_s
         quiet_s = (time.perf_counter_ns() - self.last_data_ns) / 1e9
         if quiet_s < timeout_s:
             self._arm_idle_timer(timeout_s - quiet_s)
@@ -215,12 +238,12 @@ class ThriftConnection(asyncio.Protocol):
         if self.pending:
             # Still answering: the client is waiting on us, not the other way round. Look again
             # later, or a connection that goes quiet after this would never be closed.
-            self._arm_idle_timer(self.worker.settings.idle_timeout_s)
+            self._arm_idle_timer(self._settings.idle_timeout_s)
             return
         self._give_up(why)
 
     def _give_up(self, why: str) -> None:
-        self.worker.metrics.add("connections_timed_out")
+        self._metrics.add("connections_timed_out")
         log.debug("closing connection: %s", why)
         self.close_now()
 

@@ -1,33 +1,61 @@
-"""The application: answers the service's methods with a model, or fails open without one.
+"""The application: answers each call with a model, or fails open without one, and records it.
 
-No I/O here: the connection layer hands in decoded calls with the time they arrived, and gets
-back the wire structs to encode. A call reads ``self.model`` once, so a hot swap between two
-calls never mixes versions inside one.
+No I/O here: the dispatcher hands in a decoded call with the time it arrived and its
+connection's reply encoder (a pure codec), and gets back the reply's bytes. A call reads
+``self.model`` once, so a hot swap between two calls never mixes versions inside one.
+
+Every call is recorded here, once, as a (method, result, latency) triple: the methods that
+decide (``filter``, ``filter_batch``) where their result is known, the others in :meth:`answer`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from bidfilter.openrtb import InvalidRequestError, ParseLimits, parse_bid_request
 from bidfilter.scoring import ServingModel, Verdict, decide, fail_open
-from bidfilter.server import metrics as m
+from bidfilter.server.metrics import Method, Result, WorkerMetrics
 from bidfilter.settings import Settings
-from bidfilter.thrift import FilterRequest, FilterResponse, ModelInfo, Outcome
+from bidfilter.thrift import (
+    ApplicationExceptionType,
+    Call,
+    FilterRequest,
+    FilterResponse,
+    InvalidRequest,
+    ModelInfo,
+    Outcome,
+    RejectedCall,
+    ReplyEncoder,
+)
 
 log = logging.getLogger(__name__)
 
+_METHOD_OF_NAME = {method.label: method for method in Method}
+_RESULT_OF_OUTCOME = tuple(Result[outcome.name] for outcome in Outcome)  # by Outcome value
+# Members looked up once: an enum member read off its class costs more than the counting.
+_FILTER, _FILTER_BATCH = Method.FILTER, Method.FILTER_BATCH
+_OK, _INVALID = Result.OK, Result.INVALID
+
+_Answer = Callable[[ReplyEncoder, Call, int, bool], bytes]
+
 
 class FilterService:
-    def __init__(self, settings: Settings, metrics: m.WorkerMetrics) -> None:
+    def __init__(self, settings: Settings, metrics: WorkerMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
         self.model: ServingModel | None = None
         self.generation = 0
         self._limits = ParseLimits(max_bytes=settings.max_message_bytes)
         self._errors_logged = 0
+        # The IDL's methods: what answers a call of each.
+        self._answers: dict[str, _Answer] = {
+            "filter": self._answer_filter,
+            "filter_batch": self._answer_filter_batch,
+            "model_info": self._answer_model_info,
+            "ping": self._answer_ping,
+        }
 
     def swap(self, model: ServingModel, generation: int) -> None:
         previous = self.model
@@ -38,33 +66,96 @@ class FilterService:
             "serving model %s (was %s)", model.version, previous.version if previous else "none"
         )
 
+    # --- calls --------------------------------------------------------------------------------
+
+    def answer(
+        self, encoder: ReplyEncoder, call: Call | RejectedCall, arrived_ns: int, shed: bool
+    ) -> bytes | None:
+        """The reply to one call (``None`` for a oneway call); ``shed``: the queue was full."""
+        if isinstance(call, RejectedCall):
+            method = _METHOD_OF_NAME.get(call.method, Method.OTHER)
+            self.metrics.call(method, Result.REJECTED, _since(arrived_ns))
+            return None if call.oneway else encoder.rejection(call)
+        answer = self._answers.get(call.method, self._answer_unknown)
+        try:
+            reply = answer(encoder, call, arrived_ns, shed)
+        except Exception as exc:
+            log.exception("call %s failed", call.method)
+            method = _METHOD_OF_NAME.get(call.method, Method.OTHER)
+            self.metrics.call(method, Result.FAIL_OPEN_ERROR, 0.0)
+            reply = encoder.application_exception(
+                call.method, call.seqid, ApplicationExceptionType.INTERNAL_ERROR, type(exc).__name__
+            )
+        return None if call.oneway else reply
+
+    def _answer_filter(
+        self, encoder: ReplyEncoder, call: Call, arrived_ns: int, shed: bool
+    ) -> bytes:
+        assert isinstance(call.args, FilterRequest)
+        try:
+            return encoder.filter(call.seqid, self.filter(call.args, arrived_ns, shed))
+        except InvalidRequestError as error:
+            return encoder.invalid_request(
+                call.seqid, InvalidRequest(message=error.message, field=error.field)
+            )
+
+    def _answer_filter_batch(
+        self, encoder: ReplyEncoder, call: Call, arrived_ns: int, shed: bool
+    ) -> bytes:
+        assert isinstance(call.args, list)
+        try:
+            responses = self.filter_batch(call.args, arrived_ns, shed)
+        except InvalidRequestError as error:
+            return encoder.application_exception(
+                call.method, call.seqid, ApplicationExceptionType.PROTOCOL_ERROR, str(error)
+            )
+        return encoder.filter_batch(call.seqid, responses)
+
+    def _answer_model_info(
+        self, encoder: ReplyEncoder, call: Call, arrived_ns: int, shed: bool
+    ) -> bytes:
+        self.metrics.call(Method.MODEL_INFO, _OK, _since(arrived_ns))
+        return encoder.model_info(call.seqid, self.model_info())
+
+    def _answer_ping(self, encoder: ReplyEncoder, call: Call, arrived_ns: int, shed: bool) -> bytes:
+        self.metrics.call(Method.PING, _OK, _since(arrived_ns))
+        return encoder.ping(call.seqid, "pong")
+
+    def _answer_unknown(
+        self, encoder: ReplyEncoder, call: Call, arrived_ns: int, shed: bool
+    ) -> bytes:
+        self.metrics.call(Method.OTHER, Result.REJECTED, _since(arrived_ns))
+        return encoder.application_exception(
+            call.method,
+            call.seqid,
+            ApplicationExceptionType.UNKNOWN_METHOD,
+            f"no method {call.method!r}",
+        )
+
     # --- methods ------------------------------------------------------------------------------
 
     def filter(self, request: FilterRequest, arrived_ns: int, shed: bool) -> FilterResponse:
         """Decide for one request. Raises ``InvalidRequestError`` for a request to refuse."""
-        response = self._filter(request, arrived_ns, shed)
+        try:
+            response = self._filter(request, arrived_ns, shed)
+        except InvalidRequestError:
+            self.metrics.call(_FILTER, _INVALID, _since(arrived_ns))
+            raise
         latency_us = (time.perf_counter_ns() - arrived_ns) / 1000
         response.server_us = int(latency_us)
-        self.metrics.call(0, int(response.outcome), latency_us)
+        self.metrics.call(_FILTER, _RESULT_OF_OUTCOME[response.outcome], latency_us)
         return response
 
     def filter_batch(
         self, requests: Sequence[FilterRequest], arrived_ns: int, shed: bool
     ) -> list[FilterResponse]:
-        """Decide for each request; an invalid one gets ``error`` set and everyone sent."""
-        if len(requests) > self.settings.max_batch:
-            raise InvalidRequestError(
-                "requests", f"{len(requests)} requests, over the {self.settings.max_batch} limit"
-            )
-        # Every item's limit before any work: an over-limit item must not be answered fail-open
-        # with its candidates echoed (a million ids make a 24 MB reply and a plan to cache).
-        limit = self.settings.max_candidates
-        for index, request in enumerate(requests):
-            if request.candidates is not None and len(request.candidates) > limit:
-                raise InvalidRequestError(
-                    f"requests[{index}].candidates",
-                    f"{len(request.candidates)} candidates, over the {limit} limit",
-                )
+        """Decide for each request; an invalid one gets ``error`` set and everyone sent.
+        Raises ``InvalidRequestError`` for a batch over the limits."""
+        try:
+            self._check_batch(requests)
+        except InvalidRequestError:
+            self.metrics.call(_FILTER_BATCH, _INVALID, _since(arrived_ns))
+            raise
         responses = []
         for request in requests:
             try:
@@ -82,8 +173,23 @@ class FilterService:
             response.server_us = (time.perf_counter_ns() - arrived_ns) // 1000
             responses.append(response)
         latency_us = (time.perf_counter_ns() - arrived_ns) / 1000
-        self.metrics.call(1, m.OK, latency_us)
+        self.metrics.call(_FILTER_BATCH, _OK, latency_us)
         return responses
+
+    def _check_batch(self, requests: Sequence[FilterRequest]) -> None:
+        if len(requests) > self.settings.max_batch:
+            raise InvalidRequestError(
+                "requests", f"{len(requests)} requests, over the {self.settings.max_batch} limit"
+            )
+        # Every item's limit before any work: an over-limit item must not be answered fail-open
+        # with its candidates echoed (a million ids make a 24 MB reply and a plan to cache).
+        limit = self.settings.max_candidates
+        for index, request in enumerate(requests):
+            if request.candidates is not None and len(request.candidates) > limit:
+                raise InvalidRequestError(
+                    f"requests[{index}].candidates",
+                    f"{len(request.candidates)} candidates, over the {limit} limit",
+                )
 
     def model_info(self) -> ModelInfo:
         model = self.model
@@ -170,3 +276,8 @@ class FilterService:
     def _count_partners(self, verdict: Verdict) -> None:
         if verdict.decisions:
             self.metrics.partners(verdict.partner_index, verdict.sent, verdict.explored)
+
+
+def _since(arrived_ns: int) -> float:
+    """Microseconds since ``arrived_ns`` (``time.perf_counter_ns``)."""
+    return (time.perf_counter_ns() - arrived_ns) / 1000

@@ -1,8 +1,9 @@
 """A worker process: one event loop serving Thrift on the shared port.
 
 Each worker binds its own listening socket with SO_REUSEPORT, so the kernel spreads new
-connections over the workers. The supervisor talks to a worker over a pipe: it says which
-verified model directory to load, and the worker answers whether it did.
+connections over the workers. The supervisor talks to a worker over a pipe (the messages are in
+``control``): it says which verified model directory to load, and the worker answers whether it
+did.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pathlib import Path
 from bidfilter.artifact import ArtifactError
 from bidfilter.logging_setup import configure_logging
 from bidfilter.scoring import ServingModel
-from bidfilter.server.connection import ThriftConnection
+from bidfilter.server.connection import ThriftConnection, WorkerState
+from bidfilter.server.control import Beat, Load, Loaded, Ready, Refused, WorkerMessage
 from bidfilter.server.dispatch import Dispatcher
 from bidfilter.server.metrics import MetricsBoard
 from bidfilter.server.service import FilterService
@@ -70,29 +72,29 @@ def listening_socket(host: str, port: int, *, listen: bool = True) -> socket.soc
 
 
 class Worker:
-    """The state one worker's connections share."""
+    """One worker's pieces: its connections' shared state, the service and the dispatcher."""
 
     def __init__(self, settings: Settings, slot: int, board: MetricsBoard) -> None:
         self.settings = settings
         self.slot = slot
         self.metrics = board.worker(slot)
+        self.state = WorkerState(self.metrics)
         self.service = FilterService(settings, self.metrics)
         self.dispatcher = Dispatcher(self.service, self.metrics, settings.max_pending_calls)
-        self.connections: set[ThriftConnection] = set()
         # The loop (ready, heartbeats) and the listener thread (load results) both write to the
         # pipe; a Connection's send is not safe from two threads at once.
         self._control_lock = threading.Lock()
 
-    async def serve(self, port: int, control: Connection, initial: tuple[str, int] | None) -> None:
+    async def serve(self, port: int, control: Connection, initial: Load | None) -> None:
         loop = asyncio.get_running_loop()
         if initial is not None:
-            model = self._load(*initial, control)
+            model = self._load(initial, control)
             if model is not None:
-                self.service.swap(model, initial[1])
+                self.service.swap(model, initial.generation)
         sock = listening_socket(self.settings.host, port)
         tls = server_context(self.settings)  # None: plaintext
         server = await loop.create_server(
-            lambda: ThriftConnection(self),
+            lambda: ThriftConnection(self.settings, self.state, self.dispatcher),
             sock=sock,
             ssl=tls,
             # Bounded like a started message: a client that stalls mid-handshake, or never
@@ -104,7 +106,7 @@ class Worker:
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        self._tell(control, ("ready", self.slot))
+        self._tell(control, Ready(self.slot))
         self._beat(control, loop)
         threading.Thread(
             target=self._listen_to_supervisor, args=(control, loop), daemon=True
@@ -119,39 +121,40 @@ class Worker:
         # them. Take them in first: they are answered and closed like the others.
         await asyncio.sleep(_ACCEPT_QUEUE_GRACE_S)
         server.close()
-        log.info("worker %d draining %d connections", self.slot, len(self.connections))
+        connections = self.state.connections
+        log.info("worker %d draining %d connections", self.slot, len(connections))
         deadline = asyncio.get_running_loop().time() + self.settings.drain_s
-        while self.connections and asyncio.get_running_loop().time() < deadline:
-            for connection in list(self.connections):
+        while connections and asyncio.get_running_loop().time() < deadline:
+            for connection in list(connections):
                 connection.close_if_idle()
             await asyncio.sleep(0.01)
-        for connection in list(self.connections):
+        for connection in list(connections):
             connection.close_now()  # one not reading its replies would hold the exit up
         self.metrics.flush()  # the last calls' counts
         await asyncio.sleep(0)  # let the transports flush and close
 
-    def _tell(self, control: Connection, message: tuple[object, ...]) -> None:
+    def _tell(self, control: Connection, message: WorkerMessage) -> None:
         with self._control_lock:
             control.send(message)
 
     def _beat(self, control: Connection, loop: asyncio.AbstractEventLoop) -> None:
         """Sent from the loop itself: a beat proves the loop still runs callbacks between calls."""
         try:
-            self._tell(control, ("beat",))
+            self._tell(control, Beat())
         except OSError:  # the supervisor is gone; the listener thread stops the loop
             return
         loop.call_later(HEARTBEAT_INTERVAL_S, self._beat, control, loop)
 
-    def _load(self, path: str, generation: int, control: Connection) -> ServingModel | None:
+    def _load(self, load: Load, control: Connection) -> ServingModel | None:
         """Load and verify a model, telling the supervisor how it went."""
         try:
-            model = ServingModel.load(Path(path))
+            model = ServingModel.load(Path(load.path))
         except (ArtifactError, OSError, ValueError) as error:
             self.metrics.add("model_load_failures")
-            log.error("worker %d refused model at %s: %s", self.slot, path, error)
-            self._tell(control, ("refused", generation, str(error)))
+            log.error("worker %d refused model at %s: %s", self.slot, load.path, error)
+            self._tell(control, Refused(load.generation, str(error)))
             return None
-        self._tell(control, ("loaded", generation, model.version))
+        self._tell(control, Loaded(load.generation, model.version))
         return model
 
     def _listen_to_supervisor(self, control: Connection, loop: asyncio.AbstractEventLoop) -> None:
@@ -163,11 +166,10 @@ class Worker:
             except (EOFError, OSError):
                 loop.call_soon_threadsafe(loop.stop)  # the supervisor is gone: so are we
                 return
-            if message[0] == "load":
-                _, path, generation = message
-                model = self._load(path, generation, control)
+            if isinstance(message, Load):
+                model = self._load(message, control)
                 if model is not None:
-                    loop.call_soon_threadsafe(self.service.swap, model, generation)
+                    loop.call_soon_threadsafe(self.service.swap, model, message.generation)
 
 
 def run_worker(
@@ -177,7 +179,7 @@ def run_worker(
     board_name: str,
     slots: int,
     control: Connection,
-    initial: tuple[str, int] | None,
+    initial: Load | None,
 ) -> None:
     """Entry point of a worker process (spawned by the supervisor)."""
     configure_logging(settings.log_level, settings.log_json)

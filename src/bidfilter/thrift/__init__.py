@@ -4,9 +4,11 @@ Bytes in, messages out, and the reverse; no sockets, no event loop, no clocks. T
 connection protocol feeds a ``ThriftConnectionDecoder`` and writes what its ``ReplyEncoder``
 returns; a client or a load generator pairs a ``CallEncoder`` with a ``ReplyDecoder``.
 
-Modules: ``types`` (the IDL's structs), ``binary`` and ``compact`` (the two protocols, written
-by hand for these structs), ``messages`` (calls and replies), ``framing`` (streams: framed or
-not, protocol detection, limits), ``errors``.
+Modules: ``types`` (the IDL's structs as Python values), ``structs`` (the IDL's structs and
+methods as tables, and the walker that builds each protocol's codec from them), ``binary`` and
+``compact`` (each protocol's primitives and fast paths), ``codec`` (what they share),
+``messages`` (calls and replies), ``framing`` (streams: framed or not, protocol detection,
+limits), ``errors``.
 """
 
 from bidfilter.thrift.codec import MessageType, Protocol

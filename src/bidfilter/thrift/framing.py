@@ -328,7 +328,8 @@ class ReplyEncoder:
         self.protocol = protocol
         self.transport = transport
         self._framed = transport is Transport.FRAMED
-        self._fast_filter = binary.FAST_FILTER_REPLY if protocol is Protocol.BINARY else None
+        # A whole filter reply written by a fast path (binary: in C), where one is registered.
+        self._fast_filter = messages.CODECS[protocol].fast_replies.get("filter")
 
     def _out(self, message: bytes) -> bytes:
         return _LENGTH.pack(len(message)) + message if self._framed else message

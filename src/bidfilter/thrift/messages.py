@@ -29,6 +29,8 @@ from bidfilter.thrift.errors import (
     ThriftEncodeError,
     ThriftProtocolError,
 )
+from bidfilter.thrift.structs import METHODS as SERVICE
+from bidfilter.thrift.structs import ApplicationException
 from bidfilter.thrift.types import FilterRequest, FilterResponse, InvalidRequest, ModelInfo
 
 CODECS: Final[Mapping[Protocol, Codec]] = {
@@ -36,7 +38,7 @@ CODECS: Final[Mapping[Protocol, Codec]] = {
     Protocol.COMPACT: compact.CODEC,
 }
 
-METHODS: Final = ("filter", "filter_batch", "model_info", "ping")
+METHODS: Final = tuple(SERVICE)
 """The service's methods, as the IDL names them."""
 
 _T = TypeVar("_T")
@@ -44,7 +46,6 @@ _CALL: Final = int(MessageType.CALL)
 _REPLY: Final = int(MessageType.REPLY)
 _EXCEPTION: Final = int(MessageType.EXCEPTION)
 _ONEWAY: Final = int(MessageType.ONEWAY)
-_NO_ARGS: Final = frozenset(("model_info", "ping"))
 
 
 # msgspec Structs, not frozen dataclasses: one is built per message, ten times faster.
@@ -149,52 +150,57 @@ def _write_empty_struct(parts: Parts, value: None) -> None:
     parts.append(STOP)
 
 
-def encode_filter_call(protocol: Protocol, seqid: int, request: FilterRequest) -> bytes:
+def _encode_call(protocol: Protocol, method: str, seqid: int, args: object) -> bytes:
     codec = CODECS[protocol]
-    return _encode(codec, "filter", _CALL, seqid, codec.write_filter_args, request)
+    write = codec.args_writers.get(method, _write_empty_struct)
+    return _encode(codec, method, _CALL, seqid, write, args)
+
+
+def _encode_reply(protocol: Protocol, method: str, seqid: int, result: object) -> bytes:
+    codec = CODECS[protocol]
+    return _encode(codec, method, _REPLY, seqid, codec.result_writers[method], result)
+
+
+def encode_filter_call(protocol: Protocol, seqid: int, request: FilterRequest) -> bytes:
+    return _encode_call(protocol, "filter", seqid, request)
 
 
 def encode_filter_batch_call(
     protocol: Protocol, seqid: int, requests: Sequence[FilterRequest]
 ) -> bytes:
-    codec = CODECS[protocol]
-    return _encode(codec, "filter_batch", _CALL, seqid, codec.write_filter_batch_args, requests)
+    return _encode_call(protocol, "filter_batch", seqid, requests)
 
 
 def encode_model_info_call(protocol: Protocol, seqid: int) -> bytes:
-    return _encode(CODECS[protocol], "model_info", _CALL, seqid, _write_empty_struct, None)
+    return _encode_call(protocol, "model_info", seqid, None)
 
 
 def encode_ping_call(protocol: Protocol, seqid: int) -> bytes:
-    return _encode(CODECS[protocol], "ping", _CALL, seqid, _write_empty_struct, None)
+    return _encode_call(protocol, "ping", seqid, None)
 
 
 def encode_filter_reply(protocol: Protocol, seqid: int, response: FilterResponse) -> bytes:
-    codec = CODECS[protocol]
-    return _encode(codec, "filter", _REPLY, seqid, codec.write_filter_result, response)
+    codec = CODECS[protocol]  # not _encode_reply: a call less on the hot path
+    return _encode(codec, "filter", _REPLY, seqid, codec.result_writers["filter"], response)
 
 
 def encode_invalid_request_reply(protocol: Protocol, seqid: int, invalid: InvalidRequest) -> bytes:
     """``filter``'s declared exception: a REPLY whose result struct sets field 1."""
-    codec = CODECS[protocol]
-    return _encode(codec, "filter", _REPLY, seqid, codec.write_invalid_request_result, invalid)
+    return _encode_reply(protocol, "filter", seqid, invalid)
 
 
 def encode_filter_batch_reply(
     protocol: Protocol, seqid: int, responses: Sequence[FilterResponse]
 ) -> bytes:
-    codec = CODECS[protocol]
-    return _encode(codec, "filter_batch", _REPLY, seqid, codec.write_filter_batch_result, responses)
+    return _encode_reply(protocol, "filter_batch", seqid, responses)
 
 
 def encode_model_info_reply(protocol: Protocol, seqid: int, info: ModelInfo) -> bytes:
-    codec = CODECS[protocol]
-    return _encode(codec, "model_info", _REPLY, seqid, codec.write_model_info_result, info)
+    return _encode_reply(protocol, "model_info", seqid, info)
 
 
 def encode_ping_reply(protocol: Protocol, seqid: int, text: str) -> bytes:
-    codec = CODECS[protocol]
-    return _encode(codec, "ping", _REPLY, seqid, codec.write_ping_result, text)
+    return _encode_reply(protocol, "ping", seqid, text)
 
 
 def encode_application_exception(
@@ -206,11 +212,9 @@ def encode_application_exception(
 ) -> bytes:
     """An EXCEPTION message: a ``TApplicationException(message, type)``."""
     codec = CODECS[protocol]
-
-    def write(parts: Parts, value: tuple[int, str]) -> None:
-        codec.write_application_exception(parts, value[0], value[1])
-
-    return _encode(codec, method, _EXCEPTION, seqid, write, (int(exception_type), message))
+    exception = ApplicationException(message, int(exception_type))
+    write = codec.struct_writers[ApplicationException]
+    return _encode(codec, method, _EXCEPTION, seqid, write, exception)
 
 
 def encode_rejection(protocol: Protocol, rejected: RejectedCall) -> bytes:
@@ -265,11 +269,10 @@ def read_call(codec: Codec, buf: bytes, pos: int, *, whole: bool) -> tuple[Decod
                     oneway,
                 ), codec.skip_struct(buf, body, MAX_DEPTH)
             args: FilterRequest | list[FilterRequest] | None
-            if method == "filter":
-                args, end = codec.read_filter_args(buf, body, MAX_DEPTH)
-            elif method == "filter_batch":
-                args, end = codec.read_filter_batch_args(buf, body, MAX_DEPTH)
-            elif method in _NO_ARGS:
+            read_args = codec.args_readers.get(method)
+            if read_args is not None:
+                args, end = read_args(buf, body, MAX_DEPTH)
+            elif method in SERVICE:  # no args: an empty struct (or one of fields unknown)
                 args, end = None, codec.skip_struct(buf, body, MAX_DEPTH)
             else:
                 return RejectedCall(
@@ -346,26 +349,21 @@ def read_reply(codec: Codec, buf: bytes, pos: int) -> tuple[Reply, int]:
 def _read_reply(codec: Codec, buf: bytes, pos: int) -> tuple[Reply, int]:
     method, message_type, seqid, pos = codec.read_message_begin(buf, pos)
     if message_type == _EXCEPTION:
-        (exception_type, message), end = codec.read_application_exception(buf, pos, MAX_DEPTH)
-        kind: ApplicationExceptionType | int = exception_type
-        if 0 <= exception_type <= max(ApplicationExceptionType):
-            kind = ApplicationExceptionType(exception_type)
-        error = RemoteApplicationError(kind, message, method=method, seqid=seqid)
+        read_exception = codec.struct_readers[ApplicationException]
+        exception, end = read_exception(buf, pos, MAX_DEPTH)
+        kind: ApplicationExceptionType | int = exception.type
+        if 0 <= exception.type <= max(ApplicationExceptionType):
+            kind = ApplicationExceptionType(exception.type)
+        error = RemoteApplicationError(kind, exception.message, method=method, seqid=seqid)
         return Reply(method, seqid, None, error), end
     if message_type != _REPLY:
         raise ThriftProtocolError("message.type", f"{message_type}: a client takes replies")
-    if method not in METHODS:
+    read_result = codec.result_readers.get(method)
+    if read_result is None:
         raise ThriftProtocolError("message.name", f"a reply to unknown method {method!r}")
     value: ReplyValue | InvalidRequest | None
     try:
-        if method == "filter":
-            value, end = codec.read_filter_result(buf, pos, MAX_DEPTH)
-        elif method == "filter_batch":
-            value, end = codec.read_filter_batch_result(buf, pos, MAX_DEPTH)
-        elif method == "model_info":
-            value, end = codec.read_model_info_result(buf, pos, MAX_DEPTH)
-        else:
-            value, end = codec.read_ping_result(buf, pos, MAX_DEPTH)
+        value, end = read_result(buf, pos, MAX_DEPTH)
     except (ThriftProtocolError, IncompleteMessage) as error:
         raise error.within("result") from None
     if isinstance(value, InvalidRequest):

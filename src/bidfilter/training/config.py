@@ -28,6 +28,9 @@ class DatasetConfig:
     # US dollars per unit of each currency (features/data/usd_rates.json layout); None: the
     # table bidfilter ships. Saved in the feature spec: serving converts as training did.
     currency_rates: Path | None = None
+    # Per partner x publisher, domain/bundle and tag: smoothed bid rates and value counts, out of
+    # fold for training rows (features/affinity.py). The long tail's signal.
+    partner_affinity: bool = True
     seed: int = 0
     batch_size: int = 32_768
 
@@ -64,6 +67,10 @@ class ModelConfig:
     # Early stopping watches the mean of the partners' validation log-losses, not the pooled
     # one: pooled, the busiest partners decide when to stop and the others get too few trees.
     early_stopping_per_partner: bool = True
+    # One booster per partner, each early-stopped on its own validation rows, merged into one
+    # model (training/partner_boosters.py); False: one booster shared by every partner. Measured
+    # in docs/benchmarks.md: per partner filters better on both synthetic worlds.
+    per_partner: bool = True
     threads: int | None = None
     seed: int = 0
 

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bidfilter.features import FeatureSpec, RequestFeatureBuilder, load_usd_rates
+from bidfilter.features.affinity import PartnerAffinities, TrainingPairs
 from bidfilter.logs import iter_log_batches, log_files
 from bidfilter.openrtb import InvalidRequestError, parse_bid_request
 from bidfilter.training.config import DatasetConfig
@@ -43,6 +44,9 @@ class SplitRows:
     oracle_p: np.ndarray  # (n,) float32, NaN where the logs carry no oracle
     requests: np.ndarray  # (n,) int64: which valid logged request (in log order) each row is of
     ts: np.ndarray  # (n,) int64: when its request was received (epoch ms)
+    # (n, E) float32: the partner-affinity columns (features/affinity.py), between the request's
+    # columns and the partner's; None when the spec has none.
+    affinity: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.bids)
@@ -60,8 +64,12 @@ class SplitRows:
 
     def between(self, start: int, end: int) -> np.ndarray:
         """The features of rows start..end."""
-        features = np.empty((end - start, self.request_matrix.shape[1] + 1), dtype=np.float32)
-        features[:, :-1] = self.request_matrix[self.requests[start:end]]
+        width = self.request_matrix.shape[1]
+        extra = 0 if self.affinity is None else self.affinity.shape[1]
+        features = np.empty((end - start, width + extra + 1), dtype=np.float32)
+        features[:, :width] = self.request_matrix[self.requests[start:end]]
+        if self.affinity is not None:
+            features[:, width:-1] = self.affinity[start:end]
         features[:, -1] = self.partners[start:end]
         return features
 
@@ -75,6 +83,7 @@ class SplitRows:
             oracle_p=self.oracle_p[rows],
             requests=self.requests[rows],
             ts=self.ts[rows],
+            affinity=None if self.affinity is None else self.affinity[rows],
         )
 
 
@@ -225,7 +234,29 @@ def build_dataset(
             "floors in currencies without a rate (kept in their own unit): %s",
             builder.unknown_currencies,
         )
-    spec = FeatureSpec(vocabularies=vocabularies, partners=partners, sets=sets, usd_per_unit=rates)
+    train_pair = (split_of_pair == 0) & known
+    affinities = (
+        PartnerAffinities.fit(
+            builder.value_ids,
+            np.flatnonzero(request_split == 0),
+            TrainingPairs(
+                requests=requests_of_pair[train_pair],
+                partners=partner_code[train_pair],
+                bids=bid_of_pair[train_pair],
+                weights=np.ones(int(train_pair.sum())),
+                partner_count=len(partners),
+            ),
+        )
+        if config.partner_affinity
+        else None
+    )
+    spec = FeatureSpec(
+        vocabularies=vocabularies,
+        partners=partners,
+        sets=sets,
+        usd_per_unit=rates,
+        affinities={} if affinities is None else affinities.tables,
+    )
     rng = np.random.default_rng(config.seed)
 
     def rows_of(split: int, subsample: bool) -> SplitRows:
@@ -245,6 +276,11 @@ def build_dataset(
                 ts_all[requests_of_pair[chosen]], valid_start, config.recency_half_life_days
             )
             weights = recency if weights is None else weights * recency
+        affinity = None
+        if affinities is not None:
+            affinity = affinities.columns(
+                requests_of_pair[chosen], partner_code[chosen], out_of_fold=split == 0
+            )
         return SplitRows(
             request_matrix=matrix,
             bids=bid_of_pair[chosen],
@@ -253,6 +289,7 @@ def build_dataset(
             oracle_p=oracle_of_pair[chosen],
             requests=requests_of_pair[chosen],
             ts=ts_all[requests_of_pair[chosen]],
+            affinity=affinity,
         )
 
     return TrainingData(

@@ -14,6 +14,7 @@ import xgboost as xgb
 from bidfilter.features import FeatureSpec
 from bidfilter.training.config import ModelConfig
 from bidfilter.training.dataset import SplitRows
+from bidfilter.training.partner_boosters import merge_partner_boosters
 
 MODEL_FILE = "model.ubj"
 
@@ -91,8 +92,11 @@ class BidModel:
         config: ModelConfig | None = None,
         progress: Callable[[int], object] | None = None,
     ) -> BidModel:
-        """Boost up to ``config.trees`` trees, stopping early on validation log-loss."""
+        """Boost up to ``config.trees`` trees, stopping early on validation log-loss: one booster
+        for every partner (``config.per_partner``, merged into one model) or one shared."""
         config = config or ModelConfig()
+        if config.per_partner:
+            return cls._fit_per_partner(train, valid, spec, config, progress)
         train_matrix = _matrix(train, spec, config.max_bin)
         if len(valid) > config.early_stopping_rows:
             rng = np.random.default_rng(config.seed)
@@ -112,6 +116,45 @@ class BidModel:
             callbacks=[_Progress(progress)] if progress is not None else None,
         )
         return cls.best_trees(booster, spec)
+
+    @classmethod
+    def _fit_per_partner(
+        cls,
+        train: SplitRows,
+        valid: SplitRows,
+        spec: FeatureSpec,
+        config: ModelConfig,
+        progress: Callable[[int], object] | None,
+    ) -> BidModel:
+        """A booster per partner on its own rows, early-stopped on its own validation loss, all
+        from one base score (the training rows' bid rate), merged behind partner splits."""
+        weights = np.ones(len(train)) if train.weights is None else train.weights
+        rate = float(np.clip((weights * train.bids).sum() / max(weights.sum(), 1e-12), 1e-6, 0.5))
+        params = {**config.params(), "base_score": rate}
+        rng = np.random.default_rng(config.seed)
+        budget = max(config.early_stopping_rows // max(len(spec.partners), 1), 1)
+        boosters: dict[int, xgb.Booster] = {}
+        for code in range(len(spec.partners)):
+            mine = train.take(np.flatnonzero(train.partners == code))
+            watched = np.flatnonzero(valid.partners == code)
+            if not mine.bids.any() or len(watched) == 0:
+                continue  # nothing to learn: the base score alone, and no threshold to set
+            if len(watched) > budget:
+                watched = np.sort(rng.choice(watched, budget, replace=False))
+            train_matrix = _matrix(mine, spec, config.max_bin)
+            booster = xgb.train(
+                params,
+                train_matrix,
+                num_boost_round=config.trees,
+                evals=[(_matrix(valid.take(watched), spec, config.max_bin, ref=train_matrix), "v")],
+                early_stopping_rounds=config.early_stopping_rounds,
+                verbose_eval=False,
+                callbacks=[_Progress(progress)] if progress is not None else None,
+            )
+            boosters[code] = cls.best_trees(booster, spec).booster
+        if not boosters:
+            raise ValueError("no partner has a bid in the training period")
+        return cls(merge_partner_boosters(boosters, spec.partner_column), spec)
 
     @classmethod
     def best_trees(cls, booster: xgb.Booster, spec: FeatureSpec) -> BidModel:

@@ -238,7 +238,8 @@ def train(
         data = build_dataset(logs, config.dataset, progress=bar.update)
     summary = DatasetSummary.of(data)
     stage(summary.describe(config.dataset.negative_rate))
-    with _bar(config.model.trees, "trees", progress) as bar:
+    boosters = len(data.spec.partners) if config.model.per_partner else 1
+    with _bar(config.model.trees * boosters, "trees", progress) as bar:
         model = BidModel.fit(data.train, data.valid, data.spec, config.model, progress=bar.update)
     stage(f"trained {model.trees} trees")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 # safe from any thread and leaves the caller's matplotlib setup alone. PNG output uses Agg.
 from matplotlib.figure import Figure
 
-from bidfilter.client.simulate import SimulationReport
+from bidfilter.replay.simulation_report import SimulationReport
 
 _WITHOUT_COLOR = "tab:gray"
 _WITH_COLOR = "tab:blue"

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 from client_fake_server import FakeBidFilterServer
-from client_test_logs import bid_request, write_auction_log
+from replay_test_logs import bid_request, write_auction_log
 
-from bidfilter.client import clearing_price, floor_of, simulate
+from bidfilter.replay import clearing_price, floor_of, simulate
+from bidfilter.replay.simulation_plot import plot_simulation
 
 # The fake sends dsp-01 and dsp-03 (odd), filters dsp-02 and dsp-04, refuses b"bad" (which then
 # fails open: every partner called).
@@ -87,9 +88,9 @@ def test_limit_and_the_png(
     fake_server: FakeBidFilterServer, tiny_log: Path, tmp_path: Path
 ) -> None:
     png = tmp_path / "plots" / "simulation.png"
-    report = simulate(("127.0.0.1", fake_server.port), tiny_log, limit=2, out_png=png)
+    report = simulate(("127.0.0.1", fake_server.port), tiny_log, limit=2)
     assert report.without.requests == 2
-    assert report.png == png
+    assert plot_simulation(report, png) == png
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 10_000
 

@@ -23,21 +23,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from bidfilter.client.async_client import AsyncBidFilterClient
-from bidfilter.client.errors import (
+from bidfilter.client import (
+    AsyncBidFilterClient,
     BidFilterTimeoutError,
     BidFilterUnavailableError,
     ClientClosedError,
-)
-from bidfilter.client.load_report import LoadTally
-from bidfilter.client.logged_auctions import LoggedAuction, read_logged_auctions
-from bidfilter.thrift import (
+    ConnectionSettings,
     Protocol,
     RemoteApplicationError,
     RemoteInvalidRequestError,
-    ThriftProtocolError,
     Transport,
 )
+from bidfilter.replay.load_report import LoadTally
+from bidfilter.replay.logged_auctions import LoggedAuction, read_logged_auctions
+from bidfilter.thrift import ThriftProtocolError
 
 CANDIDATE_MODES: Final = ("logged", "all")
 """``logged``: decide on the partners logged for each request; ``all``: on every partner the
@@ -103,18 +102,18 @@ class LoadWorker:
         self.auctions = auctions
         self.tally = LoadTally()
         self._progress = progress
-        self._client = AsyncBidFilterClient(
+        settings = ConnectionSettings(
             plan.host,
             plan.port,
             protocol=plan.protocol,
             transport=plan.transport,
-            connections=plan.connections,
             timeout=plan.timeout_s,
             retries=plan.retries,
             tls_ca=plan.tls_ca,
             tls_cert=plan.tls_cert,
             tls_key=plan.tls_key,
         )
+        self._client = AsyncBidFilterClient(settings, connections=plan.connections)
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._start = 0.0
         self._last_answer = 0.0

@@ -11,12 +11,8 @@ from pathlib import Path
 import pytest
 from client_fake_server import FakeBidFilterServer, fails_open, sends
 
-from bidfilter.client import (
-    BidFilterUnavailableError,
-    LoadReport,
-    read_logged_auctions,
-    run_loadgen,
-)
+from bidfilter.client import BidFilterUnavailableError
+from bidfilter.replay import LoadReport, read_logged_auctions, run_loadgen
 from bidfilter.thrift import Protocol, Transport
 
 FAIL_OPEN_EVERY = 4

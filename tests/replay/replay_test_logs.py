@@ -1,4 +1,4 @@
-"""Tiny auction logs written by hand, for tests that must know every bid."""
+"""Tiny auction logs written by hand, for replay tests that must know every bid."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from bidfilter.client.histogram import LatencyHistogram
+from bidfilter.replay.histogram import LatencyHistogram
 from bidfilter.thrift import Outcome
 
 ERROR_KINDS: Final = ("timeout", "connection", "invalid_request", "application", "protocol")

@@ -21,12 +21,10 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import IO, Any, Final
 
-from bidfilter.client.connection_settings import client_context
-from bidfilter.client.errors import BidFilterUnavailableError
-from bidfilter.client.load_report import LoadReport, LoadTally
-from bidfilter.client.load_worker import CANDIDATE_MODES, LoadPlan, run_plan
+from bidfilter.client import BidFilterUnavailableError, Protocol, Transport, client_context
 from bidfilter.logs import LogFormatError
-from bidfilter.thrift import Protocol, Transport
+from bidfilter.replay.load_report import LoadReport, LoadTally
+from bidfilter.replay.load_worker import CANDIDATE_MODES, LoadPlan, run_plan
 
 DEFAULT_DEPTH: Final = 32
 # Time for spawned processes to import, read their records and connect, before they give up.

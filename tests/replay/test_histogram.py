@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bidfilter.client.histogram import LatencyHistogram
+from bidfilter.replay.histogram import LatencyHistogram
 
 # 2 significant digits: 256 sub-buckets, a bucket is at most 1/128 of the values it holds.
 PRECISION = 1 / 128

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bidfilter.logs.importing import ImportSummary, import_jsonl
+from bidfilter.logs import ImportSummary, import_jsonl
 from bidfilter.logs.schema import LogFormatError, iter_log_batches
 
 FIRST_DAY: list[dict[str, Any]] = [

@@ -200,12 +200,11 @@ class AffinityLookup:
             {value: i for i, value in enumerate(tables[field].values)} for field in self.fields
         ]
         self._counts = [[float(c) for c in tables[field].counts] for field in self.fields]
-        width = partners * 4
         self._rates = [memoryview(tables[field].rates) for field in self.fields]
         self._priors = [
             np.asarray(tables[field].priors, dtype=np.float32).tobytes() for field in self.fields
         ]
-        self._width = width
+        self._width = partners * 4  # bytes of one value's rates
         self._absent = np.full(partners, np.nan, dtype=np.float32).tobytes()
 
     def lookup(self, values: Sequence[str | None]) -> tuple[list[float], bytes]:

@@ -180,11 +180,7 @@ class FeatureEncoder:
 
     def request_vector(self, request: BidRequest, ts_ms: int) -> np.ndarray:
         """The request's row with the partner column left NaN (float32)."""
-        return np.frombuffer(self.request_values(request, ts_ms), dtype=np.float32)
-
-    def request_values(self, request: BidRequest, ts_ms: int) -> bytes:
-        """:meth:`request_vector` as packed float32 bytes."""
-        return self.request_inputs(request, ts_ms)[0]
+        return np.frombuffer(self.request_inputs(request, ts_ms)[0], dtype=np.float32)
 
     def request_inputs(self, request: BidRequest, ts_ms: int) -> tuple[bytes, bytes]:
         """What the serving hot path hands to the compiled evaluator: the request's row as packed

@@ -8,6 +8,7 @@ calls after the same warm-up; the difference divided by ``--calls`` is the cost 
 
     python -m bench.instructions                 # compiled evaluator vs XGBoost's predict
     python -m bench.instructions --calls 500 --json
+    python -m bench.instructions --workload per-partner   # train's defaults: 20 x 100 trees
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.workload import REFERENCE, ReplaySet, prepare_model, thrift_calls
+from bench.workload import PER_PARTNER, REFERENCE, ReplaySet, prepare_model, thrift_calls
 
 _COLLECTED = re.compile(rb"Collected : (\d+)")
 _WARMUP_CALLS = 100
@@ -80,6 +81,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=300, help="measured calls (default 300)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument(
+        "--workload",
+        choices=("reference", "per-partner"),
+        default="reference",
+        help="reference: one shared booster of 100 trees on the base features (the published"
+        " serving numbers); per-partner: train's defaults on the same logs, 100 trees per"
+        " partner and the affinity columns (default reference)",
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--xgboost", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -92,7 +101,8 @@ def main() -> int:
         return 0
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian package valgrind)")
-    model = prepare_model(REFERENCE, Path(__file__).parent / ".cache")
+    spec = PER_PARTNER if args.workload == "per-partner" else REFERENCE
+    model = prepare_model(spec, Path(__file__).parent / ".cache")
     replay = ReplaySet.from_logs(model, _WARMUP_CALLS + args.calls)
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as scratch:
@@ -103,7 +113,11 @@ def main() -> int:
             loaded = _count(messages_file, model.version_dir, args.calls, xgboost)
             results[name] = (loaded - base) / args.calls
     if args.json:
-        print(json.dumps({"calls": args.calls, "instructions_per_call": results}))
+        print(
+            json.dumps(
+                {"workload": spec.key, "calls": args.calls, "instructions_per_call": results}
+            )
+        )
     else:
         for name, per_call in results.items():
             print(f"{name:>20}: {per_call:,.0f} instructions per filter call")

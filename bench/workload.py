@@ -48,14 +48,22 @@ class WorkloadSpec:
     seed: int
     trees: int
     max_depth: int
+    per_partner: bool = False
+    """Train's default (one booster per partner, affinity columns) rather than the one shared
+    booster on the base features that the published serving numbers were measured with."""
 
     @property
     def key(self) -> str:
         """The cache directory's name: the same spec always reuses the same logs and model."""
         return (
             f"workload-r{self.requests}-p{self.partners}-s{self.seed}"
-            f"-t{self.trees}-d{self.max_depth}"
+            f"-t{self.trees}-d{self.max_depth}{'-pp' if self.per_partner else ''}"
         )
+
+    @property
+    def model_trees(self) -> int:
+        """Trees in the published model: ``trees`` per partner when each has its own booster."""
+        return self.trees * self.partners if self.per_partner else self.trees
 
     def synth_args(self, out: Path) -> list[str]:
         return [
@@ -72,7 +80,8 @@ class WorkloadSpec:
 
     def train_args(self, logs: Path, store: Path) -> list[str]:
         # --early-stopping 0 turns early stopping off (xgboost.train skips it for 0), so the
-        # model has exactly --trees trees; prepare_model checks that it does.
+        # model has exactly model_trees trees; prepare_model checks that it does.
+        shape = [] if self.per_partner else ["--models", "shared", "--no-partner-affinity"]
         return [
             "train",
             "--logs",
@@ -85,11 +94,17 @@ class WorkloadSpec:
             str(self.max_depth),
             "--early-stopping",
             "0",
+            *shape,
         ]
 
 
 REFERENCE = WorkloadSpec(requests=200_000, partners=20, seed=1, trees=100, max_depth=6)
 """The issue's workload: 200k synthetic requests, 20 partners, 100 trees of depth 6."""
+
+PER_PARTNER = WorkloadSpec(
+    requests=200_000, partners=20, seed=1, trees=100, max_depth=6, per_partner=True
+)
+"""The same logs with train's defaults: a booster of 100 trees per partner, affinity columns."""
 
 SMOKE = WorkloadSpec(requests=10_000, partners=20, seed=1, trees=10, max_depth=4)
 """A tiny one for the CI smoke run: same shape (20 partners), seconds to build."""
@@ -172,8 +187,8 @@ def _load_prepared(spec: WorkloadSpec, root: Path, record: dict[str, Any]) -> Pr
     booster = xgb.Booster()
     booster.load_model(os.fspath(version_dir / manifest.model_file))
     trees = int(booster.num_boosted_rounds())
-    if trees != spec.trees:
-        raise ValueError(f"the model has {trees} trees, not {spec.trees}")
+    if trees != spec.model_trees:
+        raise ValueError(f"the model has {trees} trees, not {spec.model_trees}")
     if len(manifest.partners) != spec.partners:
         raise ValueError(f"the model knows {len(manifest.partners)} partners, not {spec.partners}")
     return PreparedModel(

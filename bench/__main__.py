@@ -38,7 +38,7 @@ from bench.report import (
 from bench.report import package_versions as our_versions
 from bench.runner import BenchConfig, BenchTools, run_systems
 from bench.systems import SYSTEM_NAMES
-from bench.workload import REFERENCE, SMOKE, ReplaySet, prepare_model
+from bench.workload import PER_PARTNER, REFERENCE, SMOKE, ReplaySet, prepare_model
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / "bench" / ".cache"
@@ -92,6 +92,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="fixed offered rates, req/s, comma-separated, run where a system can carry them;"
         " half of each system's max is always run (default"
         f" {','.join(f'{r:g}' for r in DEFAULT_RATES)}; smoke 50)",
+    )
+    parser.add_argument(
+        "--workload",
+        choices=("reference", "per-partner"),
+        default="reference",
+        help="the model served: reference, one shared booster of 100 trees on the base features"
+        " (the published numbers); per-partner, train's defaults on the same logs (100 trees per"
+        " partner, partner-affinity columns). Ignored with --smoke (default reference)",
     )
     parser.add_argument(
         "--smoke",
@@ -203,7 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "mlserver" in config.systems:
         mlserver_install_s = ensure_mlserver_venv(MLSERVER_VENV, log)
     tools = BenchTools(build_loadgen(CACHE), build_floor_server(CACHE), MLSERVER_VENV)
-    model = prepare_model(SMOKE if config.smoke else REFERENCE, CACHE, log)
+    workload = PER_PARTNER if args.workload == "per-partner" else REFERENCE
+    model = prepare_model(SMOKE if config.smoke else workload, CACHE, log)
     replay = ReplaySet.from_logs(model, config.replay_requests)
     log(
         f"workload {model.spec.key}: version {model.version}, {model.trees} trees;"

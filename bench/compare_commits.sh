@@ -6,8 +6,9 @@
 # `python -m bench --systems bidfilter` run for it, alternating old and new, in the two client
 # shapes that matter: pipelined (8 connections x 8 in flight) and 16 connections with one call
 # each (how most Java/Go Thrift clients call). Each run trains its own workload model with its
-# own code (cached per worktree). Prints the bidfilter row of each run; full results under
-# /tmp/bidfilter-compare/.
+# own code (cached per worktree). NEW_ARGS (e.g. NEW_ARGS="--workload per-partner") go to the
+# new commit's runs only: what its defaults train, against what the old commit's did. Prints the
+# bidfilter row of each run; full results under /tmp/bidfilter-compare/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="$PWD/.venv/bin/python"
@@ -45,9 +46,9 @@ run() {  # NAME TREE ARGS...
 }
 uptime
 for round in 1 2; do
-  run "new-pipelined-$round" "$NEW_TREE"
+  run "new-pipelined-$round" "$NEW_TREE" ${NEW_ARGS:-}
   run "old-pipelined-$round" "$OLD_TREE"
 done
-run new-single "$NEW_TREE" --connections 16 --depth 1
+run new-single "$NEW_TREE" --connections 16 --depth 1 ${NEW_ARGS:-}
 run old-single "$OLD_TREE" --connections 16 --depth 1
 uptime

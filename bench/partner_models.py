@@ -60,6 +60,7 @@ def _figures(
         data.spec.partners,
         config.target_recall,
         min_bids=config.min_validation_bids,
+        smoothed=config.smoothed_thresholds,
     )
     metrics = evaluate(
         test_scores,

@@ -218,7 +218,9 @@ def test_train_on_spark_without_the_extra_says_which_extra(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "pyspark", None)  # import pyspark now fails
-    monkeypatch.delitem(sys.modules, "bidfilter.training.spark", raising=False)
+    spark = "bidfilter.training.spark"
+    for name in [n for n in sys.modules if n == spark or n.startswith(f"{spark}.")]:
+        monkeypatch.delitem(sys.modules, name)  # the package and its engine: both import again
     with pytest.raises(SystemExit, match=r"bidfilter\[spark\]"):
         main(["train", "--engine", "spark", "--logs", str(tmp_path), "--store", str(tmp_path)])
 

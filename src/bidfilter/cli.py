@@ -177,6 +177,13 @@ def add_data_commands(commands: Commands) -> None:
     synth.add_argument("--seed", type=int, default=0, help="random seed; same seed, same logs")
     synth.add_argument("--days", type=int, default=28, help="days of traffic to spread over")
     synth.add_argument("--out", default=DEFAULT_LOGS, help="log directory")
+    for flag, help_text in (
+        ("retarget", "from day DAY on, PARTNER (e.g. dsp-05) bids by a new, unrelated policy"),
+        ("join", "PARTNER is no candidate before day DAY (absent from earlier records)"),
+    ):
+        synth.add_argument(
+            "--" + flag, action="append", default=[], metavar="PARTNER@DAY", help=help_text
+        )
 
     importers = [
         ("import-ipinyou", cmd_import_ipinyou, "Convert iPinYou bid/impression logs into auction"
@@ -191,7 +198,21 @@ def add_data_commands(commands: Commands) -> None:
 
 
 def cmd_synth(args: argparse.Namespace, settings: Settings) -> int:
-    from bidfilter.synth import generate
+    from bidfilter.synth import SynthError, WorldChanges, generate, partner_ids
+
+    names = partner_ids(args.partners)
+
+    def changes(flag: str) -> dict[int, float]:
+        parsed = {}
+        for value in getattr(args, flag):
+            partner, _, day = value.partition("@")
+            if partner not in names:
+                raise SynthError(flag, f"{partner!r} is none of {names[0]} .. {names[-1]}")
+            try:
+                parsed[names.index(partner)] = float(day)
+            except ValueError:
+                raise SynthError(flag, f"expected PARTNER@DAY, got {value!r}") from None
+        return parsed
 
     summary = generate(
         Path(args.out),
@@ -199,6 +220,7 @@ def cmd_synth(args: argparse.Namespace, settings: Settings) -> int:
         partners=args.partners,
         seed=args.seed,
         days=args.days,
+        changes=WorldChanges(retarget=changes("retarget"), join=changes("join")),
         progress=not args.json and sys.stderr.isatty(),
     )
 
@@ -222,7 +244,7 @@ def cmd_import_ipinyou(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_import_jsonl(args: argparse.Namespace, settings: Settings) -> int:
-    from bidfilter.logs.importing import import_jsonl
+    from bidfilter.logs import import_jsonl
 
     summary = import_jsonl([Path(p) for p in args.files], Path(args.out))
     _print(summary.to_dict(), args.json, lambda d: json.dumps(d, indent=2, default=str))
@@ -236,6 +258,33 @@ def cmd_import_jsonl(args: argparse.Namespace, settings: Settings) -> int:
 # ("model.trees": the trees of its ModelConfig), which is all _train_config needs to know of it.
 _CONFIG_FIELD = "config:"
 _CONFIGS: dict[str, Any] = {"": _TRAIN, "model": _MODEL, "dataset": _DATASET}
+# A two-way train flag sets one bool field: flag -> (field path, the choice naming True, the one
+# naming False, help).
+_SWITCHES: dict[str, tuple[str, str, str, str]] = {
+    "early-stopping-loss": (
+        "model.early_stopping_per_partner",
+        "per-partner",
+        "pooled",
+        "what early stopping watches: the mean of the partners' validation log-losses"
+        " (per-partner: every partner counts) or the log-loss of all rows (pooled: the busiest"
+        " partners decide)",
+    ),
+    "models": (
+        "model.per_partner",
+        "per-partner",
+        "shared",
+        "one booster per partner, merged into one served model, or one booster shared by every"
+        " partner (docs/training.md)",
+    ),
+    "thresholds": (
+        "smoothed_thresholds",
+        "smoothed",
+        "empirical",
+        "each partner's threshold: the Harrell-Davis estimate of its bids' score quantile"
+        " (smoothed: every bid weighs in) or the one order statistic that keeps the target share"
+        " of validation bids (empirical; sparse partners are smoothed still)",
+    ),
+}
 
 
 def add_train_command(commands: Commands) -> None:
@@ -253,8 +302,9 @@ def add_train_command(commands: Commands) -> None:
     _add_store_flags(train)
     fields = {
         "target_recall": "share of each partner's bids to keep on the validation set",
-        "min_validation_bids": "a partner with fewer validation bids gets a smoothed threshold"
-        f" (and under {MIN_BIDS_TO_FILTER} none: it is not filtered); report.json lists them",
+        "min_validation_bids": "a partner with fewer validation bids is sparse: a smoothed"
+        f" threshold even with --thresholds empirical (and under {MIN_BIDS_TO_FILTER} bids none:"
+        " it is not filtered); report.json lists them",
         "model.trees": "maximum boosting rounds",
         "model.max_depth": "tree depth",
         "model.learning_rate": "shrinkage",
@@ -276,6 +326,14 @@ def add_train_command(commands: Commands) -> None:
             metavar=name.upper(),
             help=help_text,
         )
+    for flag, (path, true_choice, false_choice, help_text) in _SWITCHES.items():
+        part, _, name = path.rpartition(".")
+        train.add_argument(
+            "--" + flag,
+            choices=[true_choice, false_choice],
+            default=true_choice if getattr(_CONFIGS[part], name) else false_choice,
+            help=help_text,
+        )
     train.add_argument(
         "--partner-recall",
         action="append",
@@ -291,27 +349,12 @@ def add_train_command(commands: Commands) -> None:
         help="stop after N rounds without improvement",
     )
     train.add_argument(
-        "--early-stopping-loss",
-        choices=["per-partner", "pooled"],
-        default="per-partner" if _MODEL.early_stopping_per_partner else "pooled",
-        help="what early stopping watches: the mean of the partners' validation log-losses"
-        " (per-partner: every partner counts) or the log-loss of all rows (pooled: the busiest"
-        " partners decide)",
-    )
-    train.add_argument(
         "--recency-half-life-days",
         type=float,
         default=_DATASET.recency_half_life_days or 0.0,
         metavar="DAYS",
         help="training rows weigh 0.5 ** (age / DAYS), age counted back from the validation"
         " period; 0 weighs all days alike",
-    )
-    train.add_argument(
-        "--models",
-        choices=["per-partner", "shared"],
-        default="per-partner" if _MODEL.per_partner else "shared",
-        help="one booster per partner, merged into one served model, or one booster shared by"
-        " every partner (docs/training.md)",
     )
     train.add_argument(
         "--no-partner-affinity",
@@ -349,6 +392,9 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         if dest.startswith(_CONFIG_FIELD):
             part, _, name = dest.removeprefix(_CONFIG_FIELD).rpartition(".")
             fields[part][name] = value
+    for flag, (path, true_choice, _, _) in _SWITCHES.items():
+        part, _, name = path.rpartition(".")
+        fields[part][name] = getattr(args, flag.replace("-", "_")) == true_choice
     return TrainConfig(
         dataset=DatasetConfig(
             **fields["dataset"],
@@ -360,8 +406,6 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         model=ModelConfig(
             **fields["model"],
             early_stopping_rounds=args.early_stopping,
-            early_stopping_per_partner=args.early_stopping_loss == "per-partner",
-            per_partner=args.models == "per-partner",
             seed=args.seed,
         ),
         partner_recall=_partner_recall(args.partner_recall),

@@ -10,7 +10,6 @@ import pytest
 
 import bidfilter.artifact.local_store as local_store_module
 from bidfilter.artifact import (
-    DEFAULT_STORE_URI,
     LocalModelStore,
     StoreError,
     durable,
@@ -32,7 +31,7 @@ NEW = "20261126T070501Z-cccccc"
         ("file:///srv/models", Path("/srv/models")),
         ("file://localhost/srv/models", Path("/srv/models")),
         ("file:///srv/with%20space", Path("/srv/with space")),
-        (DEFAULT_STORE_URI, Path(".bidfilter/store")),
+        (".bidfilter/store", Path(".bidfilter/store")),
     ],
 )
 def test_paths_and_file_uris_open_a_local_store(uri: str, root: Path) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from bench.world2 import generate, main
 
-from bidfilter.logs.importing import import_jsonl
+from bidfilter.logs import import_jsonl
 
 REQUESTS = 2000
 

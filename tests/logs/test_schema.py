@@ -24,6 +24,8 @@ from bidfilter.logs.schema import (
 REQUEST = {"id": "r1", "imp": [{"id": "1", "banner": {"w": 300, "h": 250}}]}
 DAY_1 = dt.datetime(2024, 5, 1, 23, 59, 59, 999_000, tzinfo=dt.UTC)
 DAY_2 = dt.datetime(2024, 5, 2, 0, 0, 0, tzinfo=dt.UTC)
+# What the columns added for filtered traffic read as in logs where every partner was called.
+SENT = {"sent": True, "propensity": 1.0, "model_version": None}
 
 
 def ms(moment: dt.datetime) -> int:
@@ -71,10 +73,28 @@ def test_read_jsonl_partners_oracle_and_default_bid() -> None:
     [row] = records([line(partners=partners)])
 
     assert row["partners"] == [
-        {"partner": "dsp-a", "bid": True, "price": 1.25, "oracle_p": 0.8},
-        {"partner": "dsp-b", "bid": False, "price": 0.0, "oracle_p": None},
-        {"partner": "dsp-c", "bid": True, "price": 0.5, "oracle_p": None},
-        {"partner": "dsp-d", "bid": False, "price": 0.0, "oracle_p": None},
+        {"partner": "dsp-a", "bid": True, "price": 1.25, "oracle_p": 0.8, **SENT},
+        {"partner": "dsp-b", "bid": False, "price": 0.0, "oracle_p": None, **SENT},
+        {"partner": "dsp-c", "bid": True, "price": 0.5, "oracle_p": None, **SENT},
+        {"partner": "dsp-d", "bid": False, "price": 0.0, "oracle_p": None, **SENT},
+    ]
+    assert row["control"] is False
+
+
+def test_read_jsonl_unsent_entries_default_to_no_label() -> None:
+    partners = [{"partner": "dsp-a", "sent": False, "propensity": 0.1, "model_version": "v1"}]
+    [row] = records([line(partners=partners, control=False)])
+
+    assert row["partners"] == [
+        {
+            "partner": "dsp-a",
+            "bid": False,
+            "price": 0.0,
+            "oracle_p": None,
+            "sent": False,
+            "propensity": 0.1,
+            "model_version": "v1",
+        }
     ]
 
 
@@ -110,6 +130,22 @@ def test_read_jsonl_batches_and_skips_blank_lines() -> None:
         (line(partners=[{"partner": "a", "price": "1.0"}]), "line 1: partners[0].price"),
         (line(partners=[{"partner": "a", "bid": 1}]), "line 1: partners[0].bid"),
         (line(partners=[{"partner": "a", "oracle_p": "high"}]), "line 1: partners[0].oracle_p"),
+        (line(control="yes"), "line 1: control"),
+        (line(partners=[{"partner": "a", "sent": 0}]), "line 1: partners[0].sent"),
+        (line(partners=[{"partner": "a", "sent": False, "bid": True}]), "line 1: partners[0].bid"),
+        (line(partners=[{"partner": "a", "sent": False, "price": 1}]), "line 1: partners[0].price"),
+        (line(partners=[{"partner": "a", "propensity": 0.0}]), "line 1: partners[0].propensity"),
+        (line(partners=[{"partner": "a", "propensity": -0.5}]), "line 1: partners[0].propensity"),
+        (line(partners=[{"partner": "a", "propensity": 1.01}]), "line 1: partners[0].propensity"),
+        (line(partners=[{"partner": "a", "propensity": None}]), "line 1: partners[0].propensity"),
+        (
+            '{"ts": 0, "request": {"id": "r"}, "partners": [{"partner": "a", "propensity": NaN}]}',
+            "line 1: partners[0].propensity",
+        ),
+        (
+            line(partners=[{"partner": "a", "model_version": 1}]),
+            "line 1: partners[0].model_version",
+        ),
     ],
 )
 def test_read_jsonl_errors_name_the_field(text: str, field: str) -> None:
@@ -162,7 +198,7 @@ def test_writer_partitions_by_utc_date(tmp_path: Path) -> None:
     ]
     # NaN in oracle_p is written as null.
     assert rows[1]["partners"] == [
-        {"partner": "dsp-a", "bid": True, "price": 1.5, "oracle_p": None}
+        {"partner": "dsp-a", "bid": True, "price": 1.5, "oracle_p": None, **SENT}
     ]
     assert rows[0]["partners"][0]["oracle_p"] == 0.25
 

@@ -32,7 +32,8 @@ from request_strategies import (
 )
 
 from bidfilter.openrtb import BidRequest, InvalidRequestError, ParseLimits, parse_bid_request
-from bidfilter.openrtb.parse import MAX_BIDFLOOR, consent, eids, gdpr, schain
+from bidfilter.openrtb.parse import MAX_BIDFLOOR
+from bidfilter.openrtb.signals import consent, eids, gdpr, schain
 
 FIELD = re.compile(r"^(\$|[a-z_]+(\[\d+\])*(\.[a-z_]+(\[\d+\])*)*)$")
 _COMPONENT = re.compile(r"([a-z_]+)|\[(\d+)\]")

@@ -10,7 +10,7 @@ import pytest
 
 from bidfilter.artifact import open_store, verify
 from bidfilter.features import FeatureSpec
-from bidfilter.training.config import DatasetConfig, ModelConfig, TrainConfig
+from bidfilter.training.config import MIN_BIDS_TO_FILTER, DatasetConfig, ModelConfig, TrainConfig
 from bidfilter.training.dataset import build_dataset, recency_weights
 from bidfilter.training.model import BidModel
 from bidfilter.training.pipeline import train
@@ -68,6 +68,10 @@ def test_report_has_the_promised_metrics(published: tuple[Path, str]) -> None:
     assert set(report["drift"]["partners"]) == set(report["partners"])
     for partner in report["partners"].values():
         assert 0.0 <= partner["threshold"] <= 1.0
+        # The default smooths every partner's threshold; few bids also make it sparse, warned.
+        expected = "unfiltered" if partner["validation_bids"] < MIN_BIDS_TO_FILTER else "smoothed"
+        assert partner["threshold_method"] == expected
+        assert partner["sparse"] == (partner["validation_bids"] < 200)
         assert "bid_recall" in partner["test"]
         assert "oracle_call_savings" in partner["test"]
 

@@ -33,8 +33,7 @@ from bidfilter.openrtb import InvalidRequestError, parse_bid_request
 from bidfilter.scoring.serving_model import ServingModel
 from bidfilter.training.config import DatasetConfig, ModelConfig
 from bidfilter.training.dataset import SplitRows, build_dataset, recency_weights
-from bidfilter.training.spark import fit_on_spark
-from bidfilter.training.spark_dataset import SparkDataset, build_spark_dataset
+from bidfilter.training.spark import SparkDataset, build_spark_dataset, fit_on_spark
 
 pytestmark = pytest.mark.slow
 

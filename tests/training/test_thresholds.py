@@ -73,3 +73,10 @@ def test_too_few_bids_are_not_filtered_and_sparse_partners_are_smoothed() -> Non
     result = partner_thresholds(scores, bids, codes, ["sparse", "busy"], 0.99, min_bids=200)
     assert result["sparse"] == pytest.approx(smoothed_threshold(scores[:50], 0.99))
     assert result["busy"] == recall_threshold(scores[50:], 0.99)
+    # With smoothing for everyone, the busy partner's threshold is the Harrell-Davis one too.
+    smoothed = partner_thresholds(
+        scores, bids, codes, ["sparse", "busy"], 0.99, min_bids=200, smoothed=True
+    )
+    assert smoothed["busy"] == pytest.approx(smoothed_threshold(scores[50:], 0.99))
+    assert smoothed["busy"] != result["busy"]
+    assert smoothed["sparse"] == result["sparse"]

@@ -20,10 +20,9 @@ from bidfilter.artifact.manifest import (
     write_manifest,
 )
 from bidfilter.artifact.store import ModelStore
-from bidfilter.artifact.stores import DEFAULT_STORE_URI, open_store
+from bidfilter.artifact.stores import open_store
 
 __all__ = [
-    "DEFAULT_STORE_URI",
     "MANIFEST_NAME",
     "ArtifactError",
     "FileEntry",

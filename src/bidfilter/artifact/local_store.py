@@ -42,7 +42,7 @@ class LocalModelStore(ModelStore):
     def uri(self) -> str:
         return str(self.root)
 
-    def publish(self, version_dir: Path) -> str:
+    def publish(self, version_dir: Path, *, promote: bool = True) -> str:
         manifest = verify(version_dir)
         version = manifest.version
         target = self._version_dir(version)
@@ -72,7 +72,8 @@ class LocalModelStore(ModelStore):
             shutil.rmtree(staging, ignore_errors=True)
             raise
         fsync_dir(target.parent)
-        self._write_latest(version)
+        if promote:
+            self._write_latest(version)
         return version
 
     def versions(self) -> list[str]:

@@ -111,7 +111,7 @@ class S3ModelStore(ModelStore):
         """The endpoint boto3 resolved (explicit, from the environment, or AWS's own)."""
         return str(self._client.meta.endpoint_url)
 
-    def publish(self, version_dir: Path) -> str:
+    def publish(self, version_dir: Path, *, promote: bool = True) -> str:
         manifest = verify(version_dir)
         version = manifest.version
         manifest_bytes = (version_dir / MANIFEST_NAME).read_bytes()
@@ -148,7 +148,8 @@ class S3ModelStore(ModelStore):
         except BaseException:
             self._delete_quietly(uploaded)
             raise
-        self._write_latest(version)
+        if promote:
+            self._write_latest(version)
         return version
 
     def versions(self) -> list[str]:

@@ -55,8 +55,9 @@ class ModelStore(ABC):
         """Where this store is, for messages (never includes credentials)."""
 
     @abstractmethod
-    def publish(self, version_dir: Path) -> str:
-        """Upload the version in ``version_dir``, check the copy, then point ``LATEST`` at it.
+    def publish(self, version_dir: Path, *, promote: bool = True) -> str:
+        """Upload the version in ``version_dir``, check the copy, then point ``LATEST`` at it
+        (with ``promote``; else the version waits in the store for :meth:`promote`).
 
         The version id comes from the manifest. Raises ``ArtifactError`` if the directory does not
         match its manifest (nothing is uploaded, ``LATEST`` is unchanged) and ``StoreError`` if

@@ -16,8 +16,6 @@ from bidfilter.artifact.errors import StoreError
 from bidfilter.artifact.local_store import LocalModelStore
 from bidfilter.artifact.store import ModelStore
 
-DEFAULT_STORE_URI = ".bidfilter/store"
-
 
 class StoreOptions(TypedDict, total=False):
     """How to reach a store behind a server; only S3 uses them, and a local store ignores them.

@@ -9,10 +9,12 @@ from bidfilter.logs.schema import (
     LogFormatError,
     PartnerOutcome,
     auction_batch,
+    conform_batch,
     iter_log_batches,
     log_files,
     logged_partners,
     read_jsonl,
+    validate_batch,
 )
 
 __all__ = [
@@ -23,9 +25,11 @@ __all__ = [
     "LogFormatError",
     "PartnerOutcome",
     "auction_batch",
+    "conform_batch",
     "import_jsonl",
     "iter_log_batches",
     "log_files",
     "logged_partners",
     "read_jsonl",
+    "validate_batch",
 ]

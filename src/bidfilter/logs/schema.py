@@ -7,8 +7,17 @@ One record per bid request:
 - ``request``: the BidRequest as UTF-8 JSON text, exactly as the SSP built it;
 - ``partners``: one entry per candidate partner the request was (or would have been) sent to:
   ``partner`` id, ``bid`` (the partner answered with a seatbid whose price > 0), ``price`` (CPM,
-  0 when no bid) and ``oracle_p`` (the true bid probability; synthetic data only, null otherwise;
-  training never reads it).
+  0 when no bid), ``oracle_p`` (the true bid probability; synthetic data only, null otherwise;
+  training never reads it), ``sent`` (the partner was called), ``propensity`` (the probability
+  the serving policy called it, in (0, 1]) and ``model_version`` (the serving model's version,
+  null when none decided);
+- ``control``: the request was in the control group (every candidate sent, nothing filtered).
+
+An unsent entry (``sent`` false) has no label: its ``bid`` is false and its ``price`` 0 by rule,
+and no reader may take it for a no-bid. Files written before ``sent``, ``propensity``,
+``model_version`` and ``control`` existed stay valid: every reader fills them in as
+``sent = true``, ``propensity = 1``, ``model_version = null`` and ``control = false`` (every
+partner was called), so a directory may mix old and new files.
 
 Files live under ``<root>/date=YYYY-MM-DD/part-*.parquet`` (Hive-style partitions) so a reader can
 pick days without opening files.
@@ -19,7 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +43,9 @@ PARTNER_OUTCOME_TYPE = pa.struct(
         pa.field("bid", pa.bool_(), nullable=False),
         pa.field("price", pa.float64(), nullable=False),
         pa.field("oracle_p", pa.float64(), nullable=True),
+        pa.field("sent", pa.bool_(), nullable=False),
+        pa.field("propensity", pa.float64(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=True),
     ]
 )
 
@@ -43,8 +55,22 @@ LOG_SCHEMA = pa.schema(
         pa.field("request_id", pa.string(), nullable=False),
         pa.field("request", pa.string(), nullable=False),
         pa.field("partners", pa.list_(PARTNER_OUTCOME_TYPE), nullable=False),
+        pa.field("control", pa.bool_(), nullable=False),
     ]
 )
+
+_PARTNERS_TYPE = LOG_SCHEMA.field("partners").type
+
+# What a log written before a column existed holds in its place: every partner was called (by
+# no model), and no request was in a control group.
+_PARTNER_DEFAULTS: dict[str, Callable[[int], pa.Array]] = {
+    "sent": lambda n: pa.array(np.ones(n, dtype=np.bool_)),
+    "propensity": lambda n: pa.array(np.ones(n, dtype=np.float64)),
+    "model_version": lambda n: pa.nulls(n, pa.string()),
+}
+_RECORD_DEFAULTS: dict[str, Callable[[int], pa.Array]] = {
+    "control": lambda n: pa.array(np.zeros(n, dtype=np.bool_)),
+}
 
 _MS_PER_DAY = 86_400_000
 
@@ -60,12 +86,19 @@ class LogFormatError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class PartnerOutcome:
-    """What one candidate partner did with one bid request."""
+    """What one candidate partner did with one bid request.
+
+    ``sent`` false means the partner was not called: the entry has no label, and ``bid`` must be
+    false and ``price`` 0. ``propensity`` is the probability the serving policy called it.
+    """
 
     partner: str
     bid: bool
     price: float = 0.0
     oracle_p: float | None = None
+    sent: bool = True
+    propensity: float = 1.0
+    model_version: str | None = None
 
 
 def auction_batch(
@@ -77,14 +110,23 @@ def auction_batch(
     bids: np.ndarray,
     prices: np.ndarray,
     oracle_p: np.ndarray | None = None,
+    *,
+    sent: np.ndarray | None = None,
+    propensity: np.ndarray | None = None,
+    model_version: Sequence[str | None] | pa.Array | None = None,
+    control: np.ndarray | None = None,
 ) -> pa.RecordBatch:
     """Build a log batch from columns (the fast path for generators and importers).
 
     ``partner_offsets`` has ``len(requests) + 1`` entries: request ``i``'s partners are rows
-    ``partner_offsets[i]:partner_offsets[i + 1]`` of ``partners``, ``bids``, ``prices`` and
-    ``oracle_p``.
+    ``partner_offsets[i]:partner_offsets[i + 1]`` of ``partners``, ``bids``, ``prices``,
+    ``oracle_p``, ``sent``, ``propensity`` and ``model_version``; ``control`` has one entry per
+    request. Left out, the new columns take the old logs' values: every partner sent with
+    propensity 1 by no model, no request in the control group. Raises :class:`LogFormatError`
+    when the entries break the rules :func:`validate_batch` checks.
     """
     n_outcomes = len(partners)
+    n_requests = len(requests)
     oracle = (
         pa.nulls(n_outcomes, pa.float64())
         if oracle_p is None
@@ -97,21 +139,137 @@ def auction_batch(
             pa.array(np.asarray(bids, dtype=np.bool_)),
             pa.array(np.asarray(prices, dtype=np.float64)),
             oracle,
+            _PARTNER_DEFAULTS["sent"](n_outcomes)
+            if sent is None
+            else pa.array(np.asarray(sent, dtype=np.bool_)),
+            _PARTNER_DEFAULTS["propensity"](n_outcomes)
+            if propensity is None
+            else pa.array(np.asarray(propensity, dtype=np.float64)),
+            _PARTNER_DEFAULTS["model_version"](n_outcomes)
+            if model_version is None
+            else pa.array(model_version, pa.string()),
         ],
         fields=list(PARTNER_OUTCOME_TYPE),
     )
     lists = pa.ListArray.from_arrays(
         pa.array(np.asarray(partner_offsets, dtype=np.int32)), outcomes
     )
-    return pa.RecordBatch.from_arrays(
+    batch = pa.RecordBatch.from_arrays(
         [
             pa.array(np.asarray(ts_ms, dtype=np.int64)).cast(pa.timestamp("ms", tz="UTC")),
             pa.array(request_ids, pa.string()),
             pa.array(requests, pa.string()),
-            lists.cast(pa.list_(PARTNER_OUTCOME_TYPE)),
+            lists.cast(_PARTNERS_TYPE),
+            _RECORD_DEFAULTS["control"](n_requests)
+            if control is None
+            else pa.array(np.asarray(control, dtype=np.bool_)),
         ],
         schema=LOG_SCHEMA,
     )
+    validate_batch(batch)
+    return batch
+
+
+def _conform_partners(lists: pa.Array, where: str) -> pa.Array:
+    """A ``partners`` column as :data:`LOG_SCHEMA` types it: fields a file written before they
+    existed lacks get the old logs' values; fields it does not know are dropped."""
+    if lists.type == _PARTNERS_TYPE:
+        return lists
+    if not pa.types.is_list(lists.type) or not pa.types.is_struct(lists.type.value_type):
+        raise LogFormatError("partners", f"{where}: expected a list of structs, not {lists.type}")
+    values = lists.values
+    names = [field.name for field in lists.type.value_type]
+    children = dict(zip(names, values.flatten(), strict=True))
+    arrays = []
+    for field in PARTNER_OUTCOME_TYPE:
+        child = children.get(field.name)
+        if child is None:
+            default = _PARTNER_DEFAULTS.get(field.name)
+            if default is None:
+                raise LogFormatError(f"partners.{field.name}", f"{where}: field missing")
+            child = default(len(values))
+        elif child.type != field.type:
+            child = child.cast(field.type)
+        arrays.append(child)
+    outcomes = pa.StructArray.from_arrays(arrays, fields=list(PARTNER_OUTCOME_TYPE))
+    return pa.ListArray.from_arrays(lists.offsets, outcomes).cast(_PARTNERS_TYPE)
+
+
+def conform_batch(
+    batch: pa.RecordBatch, columns: Sequence[str], *, where: str = "batch", first_row: int = 0
+) -> pa.RecordBatch:
+    """``batch`` (read from any version of the log schema) with ``columns`` typed as
+    :data:`LOG_SCHEMA` types them: columns and partner fields that the file predates get the
+    old logs' values (``sent`` true, ``propensity`` 1, ``model_version`` null, ``control``
+    false). The result is validated (:func:`validate_batch`); ``where`` and ``first_row`` (the
+    batch's first record in its file) place errors."""
+    present = set(batch.schema.names)
+    arrays: list[pa.Array] = []
+    fields: list[pa.Field] = []
+    for name in columns:
+        if name in present:
+            column = batch.column(name)
+            if name == "partners":
+                column = _conform_partners(column, where)
+            elif name in LOG_SCHEMA.names and column.type != LOG_SCHEMA.field(name).type:
+                column = column.cast(LOG_SCHEMA.field(name).type)
+        elif name in _RECORD_DEFAULTS:
+            column = _RECORD_DEFAULTS[name](batch.num_rows)
+        else:
+            raise LogFormatError(name, f"column missing from {where}")
+        arrays.append(column)
+        fields.append(
+            LOG_SCHEMA.field(name) if name in LOG_SCHEMA.names else batch.schema.field(name)
+        )
+    conformed = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+    validate_batch(conformed, where=where, first_row=first_row)
+    return conformed
+
+
+def validate_batch(batch: pa.RecordBatch, *, where: str = "batch", first_row: int = 0) -> None:
+    """Check the rules the Arrow types cannot express, in whichever of ``partners`` and
+    ``control`` the batch holds. Raises :class:`LogFormatError` naming the field:
+    ``partners.sent`` or ``partners.propensity`` null, ``partners.propensity`` outside (0, 1],
+    ``partners.bid`` true or ``partners.price`` not 0 on an unsent entry, ``control`` null."""
+    names = batch.schema.names
+    if "control" in names and batch.column("control").null_count:
+        row = first_row + _first(pc.is_null(batch.column("control")))
+        raise LogFormatError("control", f"{where}: record {row}: null")
+    if "partners" not in names:
+        return
+    lists = batch.column("partners")
+    outcomes = pc.list_flatten(lists)
+
+    def fail(field: str, bad: np.ndarray, message: str) -> None:
+        entry = int(np.flatnonzero(bad)[0])
+        parent = int(pc.list_parent_indices(lists)[entry].as_py())
+        partner = outcomes.field("partner")[entry].as_py()
+        raise LogFormatError(
+            f"partners.{field}",
+            f"{where}: record {first_row + parent}, partner {partner!r}: {message}",
+        )
+
+    sent_column = outcomes.field("sent")
+    if sent_column.null_count:
+        fail("sent", pc.is_null(sent_column).to_numpy(zero_copy_only=False), "null")
+    propensity = outcomes.field("propensity").to_numpy(zero_copy_only=False).astype(np.float64)
+    out_of_range = ~((propensity > 0) & (propensity <= 1))  # NaN (and null) are out of range
+    if out_of_range.any():
+        value = propensity[out_of_range][0]
+        fail("propensity", out_of_range, f"must be in (0, 1], got {value}")
+    unsent = ~sent_column.to_numpy(zero_copy_only=False).astype(np.bool_)
+    if not unsent.any():
+        return
+    bids = outcomes.field("bid").to_numpy(zero_copy_only=False).astype(np.bool_)
+    if (unsent & bids).any():
+        fail("bid", unsent & bids, "an unsent entry (sent=false) has no label: bid must be false")
+    prices = outcomes.field("price").to_numpy(zero_copy_only=False).astype(np.float64)
+    if (unsent & (prices != 0)).any():
+        fail("price", unsent & (prices != 0), "an unsent entry (sent=false) must have price 0")
+
+
+def _first(mask: pa.Array) -> int:
+    return int(np.flatnonzero(mask.to_numpy(zero_copy_only=False))[0])
 
 
 class AuctionLogWriter:
@@ -135,8 +293,18 @@ class AuctionLogWriter:
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
         table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-        if not table.schema.equals(LOG_SCHEMA):
-            table = table.cast(LOG_SCHEMA)
+        if table.schema.equals(LOG_SCHEMA):
+            for part in table.to_batches():
+                validate_batch(part, where="write")
+        else:
+            # An older schema's batch (or looser types) gets the missing columns' defaults.
+            table = pa.Table.from_batches(
+                [
+                    conform_batch(part, LOG_SCHEMA.names, where="write")
+                    for part in table.to_batches()
+                ],
+                schema=LOG_SCHEMA,
+            )
         days = table.column("ts").cast(pa.int64()).to_numpy() // _MS_PER_DAY
         for day in np.unique(days):
             part = table.filter(pa.array(days == day))
@@ -189,14 +357,27 @@ def iter_log_batches(
     columns: Sequence[str] | None = None,
     batch_size: int = 65_536,
 ) -> Iterator[pa.RecordBatch]:
-    """Stream record batches from every log file, oldest partition first."""
+    """Stream record batches from every log file, oldest partition first.
+
+    Every batch has :data:`LOG_SCHEMA`'s types for ``columns`` (all of them by default), whatever
+    version of the schema its file was written with: what an older file lacks is filled in as
+    :func:`conform_batch` says, so one directory may mix old and new files. Raises
+    :class:`LogFormatError` for a column no version had, or an entry breaking the rules of
+    :func:`validate_batch`.
+    """
     wanted = list(columns) if columns is not None else LOG_SCHEMA.names
     for path in log_files(root):
         parquet = pq.ParquetFile(path)
-        missing = [name for name in wanted if name not in parquet.schema_arrow.names]
+        present = parquet.schema_arrow.names
+        missing = [name for name in wanted if name not in present and name not in _RECORD_DEFAULTS]
         if missing:
             raise LogFormatError(missing[0], f"column missing from {path}")
-        yield from parquet.iter_batches(batch_size=batch_size, columns=wanted)
+        # Only defaulted columns wanted: read the first column, to know how many rows there are.
+        read = [name for name in wanted if name in present] or present[:1]
+        first_row = 0
+        for batch in parquet.iter_batches(batch_size=batch_size, columns=read):
+            yield conform_batch(batch, wanted, where=str(path), first_row=first_row)
+            first_row += batch.num_rows
 
 
 def _parse_ts(value: object, line_no: int) -> int:
@@ -215,22 +396,36 @@ def _parse_ts(value: object, line_no: int) -> int:
     raise LogFormatError(f"line {line_no}: ts", "expected epoch milliseconds or ISO-8601")
 
 
+def _optional_bool(record: dict[str, object], key: str, default: bool, where: str) -> bool:
+    value = record.get(key, default)
+    if not isinstance(value, bool):
+        raise LogFormatError(f"{where}{key}", "expected true or false")
+    return value
+
+
 def read_jsonl(
     lines: Iterable[str | bytes], *, batch_size: int = 10_000
 ) -> Iterator[pa.RecordBatch]:
     """Read JSON-lines auction logs into schema batches.
 
     Each line: ``{"ts": <epoch ms | ISO-8601>, "request": <BidRequest object or JSON string>,
-    "partners": [{"partner": str, "bid": bool, "price": float, "oracle_p": float?}, ...]}``.
+    "control": bool?, "partners": [{"partner": str, "bid": bool, "price": float,
+    "oracle_p": float?, "sent": bool?, "propensity": float?, "model_version": str?}, ...]}``.
+    Absent, ``sent`` is true, ``propensity`` 1, ``model_version`` null and ``control`` false; an
+    unsent entry's ``bid`` defaults to false and its ``price`` to 0, and must stay so.
     """
     ts: list[int] = []
     ids: list[str] = []
     requests: list[str] = []
+    controls: list[bool] = []
     offsets = [0]
     names: list[str] = []
     bids: list[bool] = []
     prices: list[float] = []
     oracle: list[float | None] = []
+    sent: list[bool] = []
+    propensities: list[float] = []
+    versions: list[str | None] = []
 
     def flush() -> pa.RecordBatch:
         batch = auction_batch(
@@ -244,8 +439,24 @@ def read_jsonl(
             None
             if all(p is None for p in oracle)
             else np.array([np.nan if p is None else p for p in oracle], dtype=np.float64),
+            sent=np.array(sent, dtype=np.bool_),
+            propensity=np.array(propensities, dtype=np.float64),
+            model_version=versions,
+            control=np.array(controls, dtype=np.bool_),
         )
-        for column in (ts, ids, requests, names, bids, prices, oracle):
+        for column in (
+            ts,
+            ids,
+            requests,
+            controls,
+            names,
+            bids,
+            prices,
+            oracle,
+            sent,
+            propensities,
+            versions,
+        ):
             column.clear()
         del offsets[1:]
         return batch
@@ -273,6 +484,7 @@ def read_jsonl(
         request_id = request.get("id") if isinstance(request, dict) else None
         if not isinstance(request_id, str):
             raise LogFormatError(f"line {line_no}: request.id", "expected a string")
+        control = _optional_bool(record, "control", False, f"line {line_no}: ")
         partner_list = record.get("partners")
         if not isinstance(partner_list, list):
             raise LogFormatError(f"line {line_no}: partners", "expected a list")
@@ -280,24 +492,45 @@ def read_jsonl(
             where = f"line {line_no}: partners[{index}]"
             if not isinstance(outcome, dict) or not isinstance(outcome.get("partner"), str):
                 raise LogFormatError(f"{where}.partner", "expected a string")
+            was_sent = _optional_bool(outcome, "sent", True, f"{where}.")
             price = outcome.get("price", 0.0)
             if not isinstance(price, int | float) or isinstance(price, bool):
                 raise LogFormatError(f"{where}.price", "expected a number")
-            bid = outcome.get("bid", price > 0)
+            bid = outcome.get("bid", was_sent and price > 0)
             if not isinstance(bid, bool):
                 raise LogFormatError(f"{where}.bid", "expected true or false")
+            if not was_sent and bid:
+                raise LogFormatError(
+                    f"{where}.bid", "an unsent entry (sent=false) has no label: bid must be false"
+                )
+            if not was_sent and price != 0:
+                raise LogFormatError(
+                    f"{where}.price", "an unsent entry (sent=false) must have price 0"
+                )
             oracle_p = outcome.get("oracle_p")
             if oracle_p is not None and (
                 isinstance(oracle_p, bool) or not isinstance(oracle_p, int | float)
             ):
                 raise LogFormatError(f"{where}.oracle_p", "expected a number or null")
+            propensity = outcome.get("propensity", 1.0)
+            if isinstance(propensity, bool) or not isinstance(propensity, int | float):
+                raise LogFormatError(f"{where}.propensity", "expected a number in (0, 1]")
+            if not 0 < propensity <= 1:
+                raise LogFormatError(f"{where}.propensity", f"must be in (0, 1], got {propensity}")
+            version = outcome.get("model_version")
+            if version is not None and not isinstance(version, str):
+                raise LogFormatError(f"{where}.model_version", "expected a string or null")
             names.append(outcome["partner"])
             bids.append(bid)
             prices.append(float(price))
             oracle.append(None if oracle_p is None else float(oracle_p))
+            sent.append(was_sent)
+            propensities.append(float(propensity))
+            versions.append(version)
         ts.append(_parse_ts(record.get("ts"), line_no))
         ids.append(request_id)
         requests.append(request_text)
+        controls.append(control)
         offsets.append(len(names))
         if len(ids) >= batch_size:
             yield flush()

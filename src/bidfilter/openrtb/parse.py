@@ -16,13 +16,6 @@ import msgspec
 from bidfilter.openrtb.errors import InvalidRequestError
 from bidfilter.openrtb.model import LENIENT_FIELDS, BidRequest, Imp
 
-# The signal accessors lived here before they had a module of their own; tests/properties still
-# imports these four from here. Drop them once it imports bidfilter.openrtb.signals.
-from bidfilter.openrtb.signals import consent as consent
-from bidfilter.openrtb.signals import eids as eids
-from bidfilter.openrtb.signals import gdpr as gdpr
-from bidfilter.openrtb.signals import schain as schain
-
 
 @dataclass(frozen=True, slots=True)
 class ParseLimits:

@@ -2,7 +2,9 @@
 
 The load generator and the auction simulator both replay the auction logs
 (``bidfilter.logs``): the request as the SSP built it, and per logged partner whether it bid
-and at what price. Only the ``request`` and ``partners`` columns are read.
+and at what price. Only the ``request`` and ``partners`` columns are read. A partner the logged
+SSP did not call (``sent`` false) is left out of the replayed auction: what it would have done
+is unknown, and replaying it as a no-bid would credit the filter for dropping it.
 """
 
 from __future__ import annotations
@@ -51,14 +53,16 @@ def read_logged_auctions(
         names = outcomes.field("partner").to_pylist()
         bids = outcomes.field("bid").to_pylist()
         prices = outcomes.field("price").to_pylist()
+        sent = outcomes.field("sent").to_pylist()
         for row, text in enumerate(requests):
             first, last = offsets[row] - base, offsets[row + 1] - base
+            known = [i for i in range(first, last) if sent[i]]
             auctions.append(
                 LoggedAuction(
                     text.encode(),
-                    tuple(names[first:last]),
-                    tuple(bids[first:last]),
-                    tuple(prices[first:last]),
+                    tuple(names[i] for i in known),
+                    tuple(bids[i] for i in known),
+                    tuple(prices[i] for i in known),
                 )
             )
             if limit is not None and len(auctions) >= limit:

@@ -6,6 +6,7 @@ devices, geo, privacy signals, deals, supply chains) and, per partner, whether i
 price, and the true bid probability its hidden policy computed.
 """
 
-from bidfilter.synth.generate import SynthError, SynthSummary, generate
+from bidfilter.synth.generate import SynthError, SynthSummary, WorldChanges, generate
+from bidfilter.synth.partners import partner_ids
 
-__all__ = ["SynthError", "SynthSummary", "generate"]
+__all__ = ["SynthError", "SynthSummary", "WorldChanges", "generate", "partner_ids"]

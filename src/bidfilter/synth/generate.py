@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,29 @@ PART_NAME = "part-00000"
 _MS_PER_DAY = 86_400_000
 
 # Independent RNG streams per purpose: changing how one is used leaves the others untouched.
-_WORLD, _TIMELINE, _PARTNERS, _CHUNK, _DECORATIONS = 0, 1, 2, 3, 4
+_WORLD, _TIMELINE, _PARTNERS, _CHUNK, _DECORATIONS, _RETARGETED = 0, 1, 2, 3, 4, 5
+
+
+@dataclass(frozen=True)
+class WorldChanges:
+    """Partners whose behaviour changes inside the window, for experiments on drift and cold start.
+
+    ``retarget`` maps a partner's index to the day (counted from the window's start, fractions
+    allowed) from which it bids by a new policy, drawn independently of its old one (another
+    archetype, other tables), under the same id. ``join`` maps a partner's index to the day
+    before which it is no candidate at all: it is absent from every earlier record.
+    """
+
+    retarget: Mapping[int, float] = field(default_factory=dict)
+    join: Mapping[int, float] = field(default_factory=dict)
+
+    def check(self, partners: int, days: int) -> None:
+        for name, changes in (("retarget", self.retarget), ("join", self.join)):
+            for index, day in changes.items():
+                if not 0 <= index < partners:
+                    raise SynthError(name, f"partner index {index} is not in [0, {partners})")
+                if not 0 < day < days:
+                    raise SynthError(name, f"day {day} is not inside the window of {days} days")
 
 
 class SynthError(ValueError):
@@ -91,9 +114,12 @@ class _World:
     traffic: TrafficModel
     policies: PartnerPolicies
     requests: RequestBuilder
+    retargeted: PartnerPolicies | None = None  # the new policies of WorldChanges.retarget
 
 
-def _build_world(seed: int, requests: int, partners: int, days: int, start: dt.datetime) -> _World:
+def _build_world(
+    seed: int, requests: int, partners: int, days: int, start: dt.datetime, retarget: bool
+) -> _World:
     regions = region_table()
     inventory = build_inventory(np.random.default_rng([seed, _WORLD]))
     timeline_rng = np.random.default_rng([seed, _TIMELINE])
@@ -114,14 +140,52 @@ def _build_world(seed: int, requests: int, partners: int, days: int, start: dt.d
         timeline,
         calibration_sample,
     )
+    retargeted = (
+        build_partners(
+            np.random.default_rng([seed, _RETARGETED]),
+            partners,
+            inventory,
+            regions,
+            timeline,
+            calibration_sample,
+        )
+        if retarget
+        else None
+    )
     builder = RequestBuilder(inventory, regions, np.random.default_rng([seed, _DECORATIONS]))
-    return _World(timeline, model, policies, builder)
+    return _World(timeline, model, policies, builder, retargeted)
+
+
+def _outcomes(
+    world: _World,
+    traffic: Traffic,
+    ts_ms: np.ndarray,
+    rng: np.random.Generator,
+    changes: WorldChanges,
+    start_ms: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(oracle probability, bids, prices), each (n, K), with the retargeted partners' columns
+    taken from their new policies from their day on."""
+    probability, draw = bid_probability(world.policies, traffic, rng)
+    bids = rng.random(draw.shape) < draw
+    prices = bid_prices(world.policies, traffic, bids, rng)
+    if world.retargeted is None:
+        return probability, bids, prices
+    new_probability, new_draw = bid_probability(world.retargeted, traffic, rng)
+    new_bids = rng.random(new_draw.shape) < new_draw
+    new_prices = bid_prices(world.retargeted, traffic, new_bids, rng)
+    for index, day in changes.retarget.items():
+        after = ts_ms >= start_ms + day * _MS_PER_DAY
+        probability[after, index] = new_probability[after, index]
+        bids[after, index] = new_bids[after, index]
+        prices[after, index] = new_prices[after, index]
+    return probability, bids, prices
 
 
 def _check(out_dir: Path, requests: int, partners: int, days: int, seed: int) -> None:
-    for field, value in (("requests", requests), ("partners", partners), ("days", days)):
+    for name, value in (("requests", requests), ("partners", partners), ("days", days)):
         if value < 1:
-            raise SynthError(field, f"must be at least 1, got {value}")
+            raise SynthError(name, f"must be at least 1, got {value}")
     if seed < 0:
         raise SynthError("seed", f"must be non-negative, got {seed}")
     if out_dir.exists() and any(out_dir.glob("date=*/*.parquet")):
@@ -136,24 +200,36 @@ def generate(
     seed: int = 0,
     days: int = 28,
     start: dt.datetime | None = None,
+    changes: WorldChanges | None = None,
     progress: bool = False,
 ) -> SynthSummary:
     """Write ``requests`` synthetic auctions with ``partners`` hidden partner policies to
     ``out_dir`` (Parquet, partitioned by UTC date), spread over ``days`` days from ``start``
-    (default: Monday 2025-03-03 00:00 UTC; a naive datetime is taken as UTC)."""
+    (default: Monday 2025-03-03 00:00 UTC; a naive datetime is taken as UTC), with ``changes``
+    (partners that retarget or join part-way) if given."""
     began = time.perf_counter()
     out_dir = Path(out_dir)
     _check(out_dir, requests, partners, days, seed)
+    changes = changes or WorldChanges()
+    changes.check(partners, days)
     window_start = DEFAULT_START if start is None else start
     if window_start.tzinfo is None:
         window_start = window_start.replace(tzinfo=dt.UTC)
-    world = _build_world(seed, requests, partners, days, window_start)
+    start_ms = int(window_start.timestamp() * 1000)
+    world = _build_world(
+        seed, requests, partners, days, window_start, retarget=bool(changes.retarget)
+    )
+    # (K,) epoch ms from which each partner is a candidate (the window's start for most).
+    joins = np.full(len(world.policies), np.iinfo(np.int64).min, dtype=np.int64)
+    for index, day in changes.join.items():
+        joins[index] = start_ms + int(day * _MS_PER_DAY)
     policies = world.policies
     k = len(policies)
     partner_names = pa.array(policies.partner_ids, pa.string())
 
     bid_counts = np.zeros(k, dtype=np.int64)
     oracle_sum = 0.0
+    pairs = 0  # (request, candidate partner) pairs written
     written_days: set[int] = set()
     # Parquet encoding and compression release the GIL: write chunk i on a second thread while
     # chunk i + 1 is generated. One write in flight at most keeps memory to two chunks.
@@ -168,26 +244,31 @@ def generate(
             rng = np.random.default_rng([seed, _CHUNK, chunk])
             ts_ms, region = world.timeline.draw(rng, first, count)
             traffic = world.traffic.draw(rng, ts_ms, region)
-            probability, draw = bid_probability(policies, traffic, rng)
-            bids = rng.random(draw.shape) < draw
-            prices = bid_prices(policies, traffic, bids, rng)
+            probability, bids, prices = _outcomes(world, traffic, ts_ms, rng, changes, start_ms)
             request_ids, texts = world.requests.build(traffic, rng)
-            which_partner = pa.array(np.tile(np.arange(k, dtype=np.int32), count))
+            present = ts_ms[:, None] >= joins[None, :]  # (n, K): a candidate yet
+            bids &= present
+            offsets = np.zeros(count + 1, dtype=np.int32)
+            np.cumsum(present.sum(axis=1), out=offsets[1:])
+            which_partner = pa.array(
+                np.broadcast_to(np.arange(k, dtype=np.int32), (count, k))[present]
+            )
             batch = auction_batch(
                 ts_ms,
                 request_ids,
                 texts,
-                np.arange(0, (count + 1) * k, k, dtype=np.int32),
+                offsets,
                 partner_names.take(which_partner),
-                bids.ravel(),
-                prices.ravel(),
-                probability.ravel(),
+                bids[present],
+                prices[present],
+                probability[present],
             )
             if pending is not None:
                 pending.result()
             pending = executor.submit(writer.write, batch)
             bid_counts += bids.sum(axis=0)
-            oracle_sum += float(probability.sum())
+            oracle_sum += float(probability[present].sum())
+            pairs += int(present.sum())
             written_days.update(np.unique(ts_ms // _MS_PER_DAY).tolist())
             bar.update(count)
         if pending is not None:
@@ -205,8 +286,8 @@ def generate(
             partner: float(count) / requests
             for partner, count in zip(policies.partner_ids, bid_counts.tolist(), strict=True)
         },
-        overall_bid_rate=float(bid_counts.sum()) / (requests * k),
-        mean_oracle_p=oracle_sum / (requests * k),
+        overall_bid_rate=float(bid_counts.sum()) / pairs,
+        mean_oracle_p=oracle_sum / pairs,
         archetypes=dict(zip(policies.partner_ids, policies.archetypes, strict=True)),
         seed=seed,
         days=days,

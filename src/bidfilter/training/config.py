@@ -98,9 +98,15 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     target_recall: float = 0.99
     partner_recall: Mapping[str, float] = field(default_factory=dict)
-    # Below this many validation bids a partner's threshold is a smoothed quantile of its bids'
-    # scores (reported as sparse): the plain order statistic hinges on the single lowest bid.
+    # Below this many validation bids a partner is reported as sparse, and its threshold is a
+    # smoothed quantile of its bids' scores even with smoothed_thresholds off: the plain order
+    # statistic hinges on the single lowest bid.
     min_validation_bids: int = 200
+    # Every partner's threshold is the Harrell-Davis estimate of the quantile, not the one order
+    # statistic: on the same scores it saved 1.6 to 1.8 points more calls at the same test recall
+    # (docs/benchmarks.md, "Thresholds"), because the order statistic overfits the validation
+    # period's few lowest-scored bids.
+    smoothed_thresholds: bool = True
 
     def __post_init__(self) -> None:
         for partner, recall in {"*": self.target_recall, **self.partner_recall}.items():

@@ -1,7 +1,8 @@
 """From auction logs to (request, partner) training rows, split by time.
 
 The logs are streamed once, batch by batch: each request is parsed and its features extracted by
-the same code serving uses; each partner outcome becomes a row index pair. The latest part of the
+the same code serving uses; each partner outcome becomes a row index pair (an unsent entry, whose
+partner was not called, has no label and becomes no row). The latest part of the
 time range is the test set and the part before it the validation set; nothing is split at random,
 because a model is always used on traffic that comes after its training data.
 """
@@ -47,6 +48,10 @@ class SplitRows:
     # (n, E) float32: the partner-affinity columns (features/affinity.py), between the request's
     # columns and the partner's; None when the spec has none.
     affinity: np.ndarray | None = None
+    # (n,) float32: the probability the serving policy called the partner (the log's
+    # `propensity`, 1 in logs where every partner was called). Training does not weigh by it
+    # yet. None when the rows' source does not carry it (every row then counts as 1).
+    propensity: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.bids)
@@ -84,6 +89,7 @@ class SplitRows:
             requests=self.requests[rows],
             ts=self.ts[rows],
             affinity=None if self.affinity is None else self.affinity[rows],
+            propensity=None if self.propensity is None else self.propensity[rows],
         )
 
 
@@ -163,6 +169,7 @@ def build_dataset(
     pair_partner: list[np.ndarray] = []
     pair_bid: list[np.ndarray] = []
     pair_oracle: list[np.ndarray] = []
+    pair_propensity: list[np.ndarray] = []
     partner_ids: dict[str, int] = {}
     skipped: dict[str, int] = {}
     kept = 0
@@ -195,12 +202,17 @@ def build_dataset(
         )
         partner_global = local_to_global[pc.index_in(names, value_set=pa.array(unique)).to_numpy()]
         rows = global_row[parents]
-        valid_pair = rows >= 0
+        # An unsent entry (the partner was not called) has no label: it is not a no-bid, so it
+        # is no row at all.
+        sent = flat.field("sent").to_numpy(zero_copy_only=False).astype(bool)
+        valid_pair = (rows >= 0) & sent
         pair_request.append(rows[valid_pair])
         pair_partner.append(partner_global[valid_pair])
         pair_bid.append(flat.field("bid").to_numpy(zero_copy_only=False)[valid_pair])
         oracle = flat.field("oracle_p").to_numpy(zero_copy_only=False).astype(np.float32)
         pair_oracle.append(oracle[valid_pair])
+        propensity = flat.field("propensity").to_numpy(zero_copy_only=False)
+        pair_propensity.append(propensity.astype(np.float32)[valid_pair])
         if progress is not None:
             progress(len(ts))
 
@@ -215,6 +227,7 @@ def build_dataset(
     partner_of_pair = np.concatenate(pair_partner)
     bid_of_pair = np.concatenate(pair_bid).astype(bool)
     oracle_of_pair = np.concatenate(pair_oracle)
+    propensity_of_pair = np.concatenate(pair_propensity)
     split_of_pair = request_split[requests_of_pair]
 
     # Partners the training period never saw get no code: serving fails open for them.
@@ -290,6 +303,7 @@ def build_dataset(
             requests=requests_of_pair[chosen],
             ts=ts_all[requests_of_pair[chosen]],
             affinity=affinity,
+            propensity=propensity_of_pair[chosen],
         )
 
     return TrainingData(

@@ -155,9 +155,8 @@ def _report(
             "threshold": thresholds[partner],
             "target_recall": config.partner_recall.get(partner, config.target_recall),
             "validation_bids": int(validation_bids[code]),
-            "threshold_method": _threshold_method(
-                int(validation_bids[code]), config.min_validation_bids
-            ),
+            "threshold_method": _threshold_method(int(validation_bids[code]), config),
+            "sparse": int(validation_bids[code]) < config.min_validation_bids,
             "test": metrics["partners"][partner],
             "top_signals": signals.get(partner, []),
         }
@@ -171,7 +170,7 @@ def _report(
             else " smoothed threshold, less certain recall"
         )
         for partner, entry in partners.items()
-        if entry["threshold_method"] != "quantile"
+        if entry["sparse"]
     ]
     drifts = (
         drift(test.scores, test.bids, test.partners, spec.partners, test.ts)
@@ -214,10 +213,12 @@ def _figure(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _threshold_method(validation_bids: int, min_bids: int) -> str:
-    if validation_bids >= min_bids:
-        return "quantile"
-    return "smoothed" if validation_bids >= MIN_BIDS_TO_FILTER else "unfiltered"
+def _threshold_method(validation_bids: int, config: TrainConfig) -> str:
+    if validation_bids < MIN_BIDS_TO_FILTER:
+        return "unfiltered"
+    if config.smoothed_thresholds or validation_bids < config.min_validation_bids:
+        return "smoothed"
+    return "quantile"
 
 
 def train(
@@ -275,6 +276,7 @@ def publish_trained(
         config.target_recall,
         config.partner_recall,
         min_bids=config.min_validation_bids,
+        smoothed=config.smoothed_thresholds,
     )
     report = _report(data, model, config, thresholds, valid, test, signals)
     metrics = report["test"]

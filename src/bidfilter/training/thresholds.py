@@ -49,10 +49,12 @@ def partner_thresholds(
     target_recall: float,
     overrides: Mapping[str, float] | None = None,
     min_bids: int = 0,
+    smoothed: bool = False,
 ) -> dict[str, float]:
     """One threshold per partner from validation rows; ``overrides`` maps partner -> recall.
 
-    A partner with fewer than ``min_bids`` validation bids gets :func:`smoothed_threshold`.
+    Every partner gets :func:`smoothed_threshold` with ``smoothed``, else only those with fewer
+    than ``min_bids`` validation bids; the others :func:`recall_threshold`.
     """
     overrides = overrides or {}
     unknown = sorted(set(overrides) - set(partners))
@@ -61,6 +63,6 @@ def partner_thresholds(
     thresholds = {}
     for code, partner in enumerate(partners):
         mine = scores[(partner_codes == code) & bids]
-        choose = smoothed_threshold if len(mine) < min_bids else recall_threshold
+        choose = smoothed_threshold if smoothed or len(mine) < min_bids else recall_threshold
         thresholds[partner] = choose(mine, overrides.get(partner, target_recall))
     return thresholds

@@ -29,7 +29,7 @@ from bidfilter.features.batch import SET_SIZES, choose_vocabulary
 from bidfilter.training.config import DatasetConfig
 from bidfilter.training.dataset import split_points
 from bidfilter.training.pipeline import DatasetSummary
-from bidfilter.training.spark_workers import (
+from bidfilter.training.spark.workers import (
     MODEL_ROWS_SCHEMA,
     REQUEST_FACTS_SCHEMA,
     model_rows,

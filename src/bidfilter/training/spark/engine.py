@@ -1,6 +1,6 @@
 """``bidfilter train --engine spark``: the local engine's training run, on Apache Spark.
 
-Rows come from :mod:`bidfilter.training.spark_dataset` (the same features, split and sampling
+Rows come from :mod:`bidfilter.training.spark.dataset` (the same features, split and sampling
 rules); XGBoost's Spark estimator fits the trees with the local engine's hyperparameters; the
 validation and test rows are scored on the cluster by :meth:`BidModel.predict`, and only
 (score, bid, partner, oracle) come back to the driver, where the local engine's own steps choose
@@ -29,8 +29,8 @@ from bidfilter.training.config import ModelConfig, TrainConfig
 from bidfilter.training.dataset import SplitRows
 from bidfilter.training.model import BidModel
 from bidfilter.training.pipeline import ScoredRows, TrainResult, publish_trained, stage_reporter
-from bidfilter.training.spark_dataset import SparkDataset, build_spark_dataset, uniform_draw
-from bidfilter.training.spark_workers import SCORES_SCHEMA, bid_probabilities
+from bidfilter.training.spark.dataset import SparkDataset, build_spark_dataset, uniform_draw
+from bidfilter.training.spark.workers import SCORES_SCHEMA, bid_probabilities
 
 DEFAULT_MASTER = "local[2]"
 

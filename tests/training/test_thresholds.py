@@ -40,9 +40,10 @@ def test_bad_target_is_refused() -> None:
 
 
 def test_per_partner_thresholds_and_overrides() -> None:
-    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.9, 0.8, 0.7, 0.6])
-    bids = np.array([True, True, True, True, True, True, True, True])
-    codes = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    # Each score three times: twelve bids a partner, enough to be filtered at all.
+    scores = np.repeat([0.1, 0.2, 0.3, 0.4, 0.9, 0.8, 0.7, 0.6], 3)
+    bids = np.ones(len(scores), dtype=bool)
+    codes = np.repeat([0, 1], 12)
     result = partner_thresholds(scores, bids, codes, ["a", "b"], 0.75, {"b": 1.0})
     assert result == {"a": pytest.approx(0.2), "b": pytest.approx(0.6)}
     with pytest.raises(ValueError, match="unknown partner"):

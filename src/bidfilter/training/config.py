@@ -31,6 +31,12 @@ class DatasetConfig:
     # Per partner x publisher, domain/bundle and tag: smoothed bid rates and value counts, out of
     # fold for training rows (features/affinity.py). The long tail's signal.
     partner_affinity: bool = True
+    # Logs a filter shaped hold only what it sent (plus exploration): a row weighs
+    # 1 / max(propensity, min_propensity), so that rare explored calls stand for the calls not
+    # made without one of them outweighing a hundred others (the clip bounds the variance, at
+    # the cost of a bias where propensities fall below it). Logs with every propensity 1 (every
+    # partner called) are not weighted at all.
+    min_propensity: float = 0.01
     seed: int = 0
     batch_size: int = 32_768
 
@@ -41,6 +47,8 @@ class DatasetConfig:
             raise ValueError("valid_fraction + test_fraction must leave rows to train on")
         if not 0 < self.negative_rate <= 1:
             raise ValueError("negative_rate must be in (0, 1]")
+        if not 0 < self.min_propensity <= 1:
+            raise ValueError("min_propensity must be in (0, 1]")
         if self.recency_half_life_days is not None and not self.recency_half_life_days > 0:
             raise ValueError("recency_half_life_days must be positive (or None: no weighting)")
 
@@ -107,6 +115,10 @@ class TrainConfig:
     # (docs/benchmarks.md, "Thresholds"), because the order statistic overfits the validation
     # period's few lowest-scored bids.
     smoothed_thresholds: bool = True
+    # A partner the logs filtered (entries with propensity under 1) needs this many explored
+    # calls before it is filtered again: with fewer, its bids among the calls not made cannot be
+    # estimated, and it is sent everything (the report says so).
+    min_explored_calls: int = 200
 
     def __post_init__(self) -> None:
         for partner, recall in {"*": self.target_recall, **self.partner_recall}.items():

@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -49,9 +49,10 @@ class SplitRows:
     # columns and the partner's; None when the spec has none.
     affinity: np.ndarray | None = None
     # (n,) float32: the probability the serving policy called the partner (the log's
-    # `propensity`, 1 in logs where every partner was called). Training does not weigh by it
-    # yet. None when the rows' source does not carry it (every row then counts as 1).
+    # `propensity`, 1 in logs where every partner was called); ``weights`` already hold its
+    # inverse. None when the rows' source does not carry it (every row then counts as 1).
     propensity: np.ndarray | None = None
+    control: np.ndarray | None = None  # (n,) bool: its request was in the control group
 
     def __len__(self) -> int:
         return len(self.bids)
@@ -90,6 +91,7 @@ class SplitRows:
             ts=self.ts[rows],
             affinity=None if self.affinity is None else self.affinity[rows],
             propensity=None if self.propensity is None else self.propensity[rows],
+            control=None if self.control is None else self.control[rows],
         )
 
 
@@ -107,6 +109,15 @@ class TrainingData:
     skipped_requests: int
     skipped_fields: dict[str, int]
     unknown_currencies: dict[str, int]
+    # Per partner the logs ever filtered: its entries below the serving threshold (propensity
+    # under 1, called or not) and those of them exploration called. Empty for unfiltered logs.
+    exploration: dict[str, ExplorationCount] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ExplorationCount:
+    filtered: int  # entries the serving policy would not have sent but for exploration
+    explored: int  # of them, the ones exploration sent (labelled)
 
 
 def count_rows(logs: str | os.PathLike[str]) -> int:
@@ -173,8 +184,11 @@ def build_dataset(
     partner_ids: dict[str, int] = {}
     skipped: dict[str, int] = {}
     kept = 0
+    pair_control: list[np.ndarray] = []
+    filtered_of_id = np.zeros(0, np.int64)  # per partner id: see ExplorationCount
+    explored_of_id = np.zeros(0, np.int64)
     for batch in iter_log_batches(
-        logs, columns=["ts", "request", "partners"], batch_size=config.batch_size
+        logs, columns=["ts", "request", "partners", "control"], batch_size=config.batch_size
     ):
         ts = batch.column("ts").cast(pa.int64()).to_numpy()
         keep = np.ones(len(ts), dtype=bool)
@@ -200,6 +214,10 @@ def build_dataset(
         local_to_global = np.array(
             [partner_ids.setdefault(name, len(partner_ids)) for name in unique], dtype=np.int32
         )
+        if len(partner_ids) > len(filtered_of_id):
+            grow = len(partner_ids) - len(filtered_of_id)
+            filtered_of_id = np.concatenate([filtered_of_id, np.zeros(grow, np.int64)])
+            explored_of_id = np.concatenate([explored_of_id, np.zeros(grow, np.int64)])
         partner_global = local_to_global[pc.index_in(names, value_set=pa.array(unique)).to_numpy()]
         rows = global_row[parents]
         # An unsent entry (the partner was not called) has no label: it is not a no-bid, so it
@@ -212,7 +230,13 @@ def build_dataset(
         oracle = flat.field("oracle_p").to_numpy(zero_copy_only=False).astype(np.float32)
         pair_oracle.append(oracle[valid_pair])
         propensity = flat.field("propensity").to_numpy(zero_copy_only=False)
+        below = propensity < 1
+        if below.any():
+            np.add.at(filtered_of_id, partner_global[below], 1)
+            np.add.at(explored_of_id, partner_global[below & sent], 1)
         pair_propensity.append(propensity.astype(np.float32)[valid_pair])
+        control = batch.column("control").to_numpy(zero_copy_only=False).astype(bool)
+        pair_control.append(control[parents][valid_pair])
         if progress is not None:
             progress(len(ts))
 
@@ -228,6 +252,13 @@ def build_dataset(
     bid_of_pair = np.concatenate(pair_bid).astype(bool)
     oracle_of_pair = np.concatenate(pair_oracle)
     propensity_of_pair = np.concatenate(pair_propensity)
+    control_of_pair = np.concatenate(pair_control)
+    # What each row stands for in logs a filter shaped (None: every partner was always called).
+    inverse_propensity = (
+        (1.0 / np.maximum(propensity_of_pair, config.min_propensity)).astype(np.float32)
+        if (propensity_of_pair < 1).any()
+        else None
+    )
     split_of_pair = request_split[requests_of_pair]
 
     # Partners the training period never saw get no code: serving fails open for them.
@@ -256,7 +287,9 @@ def build_dataset(
                 requests=requests_of_pair[train_pair],
                 partners=partner_code[train_pair],
                 bids=bid_of_pair[train_pair],
-                weights=np.ones(int(train_pair.sum())),
+                weights=np.ones(int(train_pair.sum()))
+                if inverse_propensity is None
+                else inverse_propensity[train_pair].astype(np.float64),
                 partner_count=len(partners),
             ),
         )
@@ -289,6 +322,9 @@ def build_dataset(
                 ts_all[requests_of_pair[chosen]], valid_start, config.recency_half_life_days
             )
             weights = recency if weights is None else weights * recency
+        if inverse_propensity is not None:
+            ips = inverse_propensity[chosen]
+            weights = ips if weights is None else weights * ips
         affinity = None
         if affinities is not None:
             affinity = affinities.columns(
@@ -304,6 +340,7 @@ def build_dataset(
             ts=ts_all[requests_of_pair[chosen]],
             affinity=affinity,
             propensity=propensity_of_pair[chosen],
+            control=control_of_pair[chosen],
         )
 
     return TrainingData(
@@ -319,4 +356,9 @@ def build_dataset(
         skipped_requests=sum(skipped.values()),
         skipped_fields=skipped,
         unknown_currencies=dict(builder.unknown_currencies),
+        exploration={
+            name: ExplorationCount(int(filtered_of_id[i]), int(explored_of_id[i]))
+            for name, i in partner_ids.items()
+            if filtered_of_id[i] > 0
+        },
     )

@@ -70,8 +70,47 @@ def savings_recall_curve(
     return kept[k - 1] / total, 1.0 - k / len(scores)
 
 
+# Inverse-propensity estimates come with percentile intervals from this many Poisson-bootstrap
+# replicates (each row weighted again by a Poisson(1) draw), at this confidence.
+BOOTSTRAP_REPLICATES = 200
+CONFIDENCE = 0.95
+
+
+def _weighted_figures(
+    sent: np.ndarray, bids: np.ndarray, weights: np.ndarray
+) -> tuple[float, float]:
+    """(bid recall, call savings) of ``sent`` with each row standing for ``weights`` rows."""
+    calls = float(weights.sum())
+    bid_weight = float(weights[bids].sum())
+    recall = float(weights[sent & bids].sum()) / bid_weight if bid_weight else 1.0
+    savings = 1.0 - float(weights[sent].sum()) / calls if calls else 0.0
+    return recall, savings
+
+
+def _intervals(
+    sent: np.ndarray, bids: np.ndarray, weights: np.ndarray, seed: int = 0
+) -> dict[str, list[float]]:
+    rng = np.random.default_rng(seed)
+    figures = np.array(
+        [
+            _weighted_figures(sent, bids, weights * rng.poisson(1.0, len(weights)))
+            for _ in range(BOOTSTRAP_REPLICATES)
+        ]
+    ).reshape(-1, 2)
+    tail = (1 - CONFIDENCE) / 2 * 100
+    low, high = np.percentile(figures, [tail, 100 - tail], axis=0)
+    return {
+        "bid_recall_ci": [float(low[0]), float(high[0])],
+        "call_savings_ci": [float(low[1]), float(high[1])],
+    }
+
+
 def _metrics(
-    scores: np.ndarray, bids: np.ndarray, sent: np.ndarray, oracle_p: np.ndarray | None
+    scores: np.ndarray,
+    bids: np.ndarray,
+    sent: np.ndarray,
+    oracle_p: np.ndarray | None,
+    weights: np.ndarray | None = None,
 ) -> dict[str, Any]:
     outcome = filter_outcome(sent, bids)
     result: dict[str, Any] = {
@@ -85,15 +124,27 @@ def _metrics(
         "bids_kept": outcome.bids_kept,
         "bid_rate": outcome.bids / outcome.calls if outcome.calls else 0.0,
     }
+    if weights is not None:
+        # The logged rows are a biased sample (what the serving filter sent, plus exploration):
+        # each stands for 1/propensity rows of the traffic, so the figures are estimates.
+        recall, savings = _weighted_figures(sent, bids, weights)
+        result |= {"bid_recall": recall, "call_savings": savings, "estimate": "inverse_propensity"}
+        result |= _intervals(sent, bids, weights)
     if oracle_p is not None:
         # The savings a perfect model (one that knows each call's true bid probability) would
         # reach while keeping at least the same share of bids as ours did.
         if outcome.bids_kept:
-            oracle_sent = oracle_p >= recall_threshold(oracle_p[bids], outcome.bid_recall)
+            oracle_weights = None if weights is None else weights[bids]
+            cut = recall_threshold(oracle_p[bids], result["bid_recall"], oracle_weights)
+            oracle_sent = oracle_p >= cut
         else:  # we kept none of the bids (or there were none): so does the oracle, sending nothing
             oracle_sent = np.zeros(len(oracle_p), dtype=bool)
-        result["oracle_call_savings"] = filter_outcome(oracle_sent, bids).call_savings
-        result["oracle_calls_sent"] = int(oracle_sent.sum())
+        if weights is None:
+            result["oracle_call_savings"] = filter_outcome(oracle_sent, bids).call_savings
+            result["oracle_calls_sent"] = int(oracle_sent.sum())
+        else:
+            result["oracle_call_savings"] = _weighted_figures(oracle_sent, bids, weights)[1]
+            result["oracle_calls_sent"] = float(weights[oracle_sent].sum())
     return result
 
 
@@ -104,24 +155,31 @@ def evaluate(
     partners: Sequence[str],
     thresholds: Mapping[str, float],
     oracle_p: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Overall and per-partner metrics of filtering ``scores`` at each partner's threshold."""
+    """Overall and per-partner metrics of filtering ``scores`` at each partner's threshold.
+
+    With ``weights`` (inverse propensities of logs a filter shaped) bid recall, call savings and
+    the oracle's are inverse-propensity estimates, with bootstrap intervals."""
     threshold_of_row = np.array([thresholds[p] for p in partners], dtype=np.float64)[partner_codes]
     sent = scores >= threshold_of_row
     per_partner: dict[str, Any] = {}
-    oracle_sent_total = 0
+    oracle_sent_total = 0.0
     for code, partner in enumerate(partners):
         mine = partner_codes == code
         metrics = _metrics(
-            scores[mine], bids[mine], sent[mine], None if oracle_p is None else oracle_p[mine]
+            scores[mine],
+            bids[mine],
+            sent[mine],
+            None if oracle_p is None else oracle_p[mine],
+            None if weights is None else weights[mine],
         )
         oracle_sent_total += metrics.get("oracle_calls_sent", 0)
         per_partner[partner] = metrics
-    overall = _metrics(scores, bids, sent, None)
+    overall = _metrics(scores, bids, sent, None, weights)
     if oracle_p is not None:
-        overall["oracle_call_savings"] = (
-            1.0 - oracle_sent_total / len(scores) if len(scores) else 0.0
-        )
+        calls = len(scores) if weights is None else float(weights.sum())
+        overall["oracle_call_savings"] = 1.0 - oracle_sent_total / calls if calls else 0.0
     return {"overall": overall, "partners": per_partner}
 
 

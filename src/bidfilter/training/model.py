@@ -104,7 +104,10 @@ class BidModel:
                 np.sort(rng.choice(len(valid), config.early_stopping_rows, replace=False))
             )
         if config.early_stopping_per_partner:
-            valid = replace(valid, weights=partner_balanced_weights(valid.partners))
+            balanced = partner_balanced_weights(valid.partners)
+            valid = replace(
+                valid, weights=balanced if valid.weights is None else balanced * valid.weights
+            )
         valid_matrix = _matrix(valid, spec, config.max_bin, ref=train_matrix)
         booster = xgb.train(
             config.params(),

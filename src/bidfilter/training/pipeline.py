@@ -24,7 +24,13 @@ from tqdm import tqdm
 from bidfilter.artifact import ModelStore, new_version_id, write_manifest
 from bidfilter.features import FEATURE_SPEC_VERSION, FeatureSpec
 from bidfilter.training.config import MIN_BIDS_TO_FILTER, TrainConfig
-from bidfilter.training.dataset import TrainingData, build_dataset, count_rows
+from bidfilter.training.dataset import (
+    ExplorationCount,
+    SplitRows,
+    TrainingData,
+    build_dataset,
+    count_rows,
+)
 from bidfilter.training.evaluate import calibration_table, drift, evaluate
 from bidfilter.training.model import MODEL_FILE, BidModel
 from bidfilter.training.plots import (
@@ -37,7 +43,7 @@ from bidfilter.training.plots import (
     plot_savings_vs_recall,
     plot_signals,
 )
-from bidfilter.training.thresholds import partner_thresholds
+from bidfilter.training.thresholds import effective_count, partner_thresholds
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "report.json"
@@ -78,6 +84,12 @@ class DatasetSummary:
     skipped_fields: dict[str, int]
     rows: dict[str, int]  # "train" (after negative sampling), "valid", "test"
     unknown_currencies: dict[str, int] = field(default_factory=dict)  # requests per currency
+    exploration: dict[str, ExplorationCount] = field(default_factory=dict)
+
+    def unexplored(self, min_explored: int) -> set[str]:
+        """Partners the logs filtered but explored fewer than ``min_explored`` times: what they
+        would have done with the calls not made cannot be estimated."""
+        return {p for p, count in self.exploration.items() if count.explored < min_explored}
 
     @classmethod
     def of(cls, data: TrainingData) -> DatasetSummary:
@@ -92,6 +104,7 @@ class DatasetSummary:
             skipped_fields=data.skipped_fields,
             rows={"train": len(data.train), "valid": len(data.valid), "test": len(data.test)},
             unknown_currencies=data.unknown_currencies,
+            exploration=data.exploration,
         )
 
     def describe(self, negative_rate: float) -> str:
@@ -113,6 +126,15 @@ class ScoredRows:
     partners: np.ndarray  # (n,) int32 partner codes
     oracle_p: np.ndarray  # (n,) float32, NaN where the logs carry no oracle
     ts: np.ndarray | None = None  # (n,) int64 epoch ms; None where the engine does not keep it
+    # (n,) inverse propensities when the logs were shaped by a filter; None: all rows count 1.
+    weights: np.ndarray | None = None
+    control: np.ndarray | None = None  # (n,) bool: the request was in the control group
+
+    @classmethod
+    def of(cls, scores: np.ndarray, rows: SplitRows) -> ScoredRows:
+        return cls(
+            scores, rows.bids, rows.partners, rows.oracle_p, rows.ts, rows.weights, rows.control
+        )
 
     @property
     def oracle(self) -> np.ndarray | None:
@@ -145,32 +167,60 @@ def _report(
     valid: ScoredRows,
     test: ScoredRows,
     signals: dict[str, list[dict[str, Any]]],
+    unexplored: set[str],
 ) -> dict[str, Any]:
     spec = data.spec
     oracle = test.oracle
-    metrics = evaluate(test.scores, test.bids, test.partners, spec.partners, thresholds, oracle)
+    metrics = evaluate(
+        test.scores, test.bids, test.partners, spec.partners, thresholds, oracle, test.weights
+    )
     validation_bids = np.bincount(valid.partners[valid.bids], minlength=len(spec.partners))
+    effective_bids = [
+        effective_count(
+            None if valid.weights is None else valid.weights[mine], int(np.count_nonzero(mine))
+        )
+        for mine in (valid.bids & (valid.partners == code) for code in range(len(spec.partners)))
+    ]
     partners = {
         partner: {
             "threshold": thresholds[partner],
             "target_recall": config.partner_recall.get(partner, config.target_recall),
             "validation_bids": int(validation_bids[code]),
-            "threshold_method": _threshold_method(int(validation_bids[code]), config),
-            "sparse": int(validation_bids[code]) < config.min_validation_bids,
+            "effective_validation_bids": round(effective_bids[code], 1),
+            "threshold_method": "unexplored"
+            if partner in unexplored
+            else _threshold_method(effective_bids[code], config),
+            "exploration": asdict(data.exploration[partner])
+            if partner in data.exploration
+            else None,
+            "sparse": effective_bids[code] < config.min_validation_bids,
             "test": metrics["partners"][partner],
             "top_signals": signals.get(partner, []),
         }
         for code, partner in enumerate(spec.partners)
     }
     warnings = [
-        f"{partner}: {entry['validation_bids']} validation bids (< {config.min_validation_bids}):"
+        f"{partner}: filtered in the logs but explored only"
+        f" {data.exploration[partner].explored} times (< {config.min_explored_calls}): too little"
+        " exploration data to estimate it, not filtered"
+        for partner in sorted(unexplored & set(partners))
+    ]
+    warnings += [
+        f"{partner}: {entry['validation_bids']} validation bids"
+        + (
+            f" (worth {entry['effective_validation_bids']:g} once weighted by propensity)"
+            if valid.weights is not None
+            else ""
+        )
+        + f" (< {config.min_validation_bids}):"
         + (
             " not filtered"
+            + (" (too little exploration data to estimate it)" if valid.weights is not None else "")
             if entry["threshold_method"] == "unfiltered"
             else " smoothed threshold, less certain recall"
         )
         for partner, entry in partners.items()
-        if entry["sparse"]
+        if entry["sparse"] and partner not in unexplored
     ]
     drifts = (
         drift(test.scores, test.bids, test.partners, spec.partners, test.ts)
@@ -185,9 +235,17 @@ def _report(
             for partner, entry in drifts["partners"].items()
             if entry["drifted"]
         ]
+    control = None
+    if test.control is not None and test.control.any():
+        # Every candidate of a control request was called: an unbiased check, weights aside.
+        mine = test.control
+        control = evaluate(
+            test.scores[mine], test.bids[mine], test.partners[mine], spec.partners, thresholds
+        )["overall"]
     return {
         "target_recall": config.target_recall,
         "test": metrics["overall"],
+        "control": control,
         "partners": partners,
         "warnings": warnings,
         "drift": drifts,
@@ -213,7 +271,7 @@ def _figure(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _threshold_method(validation_bids: int, config: TrainConfig) -> str:
+def _threshold_method(validation_bids: float, config: TrainConfig) -> str:
     if validation_bids < MIN_BIDS_TO_FILTER:
         return "unfiltered"
     if config.smoothed_thresholds or validation_bids < config.min_validation_bids:
@@ -245,8 +303,7 @@ def train(
     stage(f"trained {model.trees} trees")
 
     valid, test = (
-        ScoredRows(model.predict_rows(rows), rows.bids, rows.partners, rows.oracle_p, rows.ts)
-        for rows in (data.valid, data.test)
+        ScoredRows.of(model.predict_rows(rows), rows) for rows in (data.valid, data.test)
     )
     signals = model.partner_signals(data.valid)
     return publish_trained(model, summary, valid, test, config, store, stage, started, signals)
@@ -277,8 +334,11 @@ def publish_trained(
         config.partner_recall,
         min_bids=config.min_validation_bids,
         smoothed=config.smoothed_thresholds,
+        weights=valid.weights,
     )
-    report = _report(data, model, config, thresholds, valid, test, signals)
+    unexplored = data.unexplored(config.min_explored_calls)
+    thresholds |= dict.fromkeys(unexplored & set(thresholds), 0.0)
+    report = _report(data, model, config, thresholds, valid, test, signals, unexplored)
     metrics = report["test"]
     stage(
         f"test: auc {metrics['auc']:.4f}, bid recall {metrics['bid_recall']:.4f},"

@@ -11,8 +11,23 @@ from scipy.stats import beta
 from bidfilter.training.config import MIN_BIDS_TO_FILTER
 
 
-def recall_threshold(scores_of_bids: np.ndarray, target_recall: float) -> float:
-    """The largest threshold t with share(scores_of_bids >= t) >= target_recall.
+def effective_count(weights: np.ndarray | None, n: int) -> float:
+    """Kish's effective sample size of weighted rows, (sum w)^2 / sum w^2: ``n`` unweighted.
+
+    Bids seen only through exploration weigh 1/propensity each; twenty of them at propensity
+    0.05 stand for 400 bids but carry the information of about twenty."""
+    if weights is None:
+        return float(n)
+    total = float(weights.sum())
+    squares = float(np.square(weights, dtype=np.float64).sum())
+    return total * total / squares if squares > 0 else 0.0
+
+
+def recall_threshold(
+    scores_of_bids: np.ndarray, target_recall: float, weights: np.ndarray | None = None
+) -> float:
+    """The largest threshold t with share(scores_of_bids >= t) >= target_recall, the share
+    weighted by ``weights`` if given (inverse propensities: the bids the logs stand for).
 
     With no bids to learn from, 0.0: everything is sent, which is the safe answer.
     """
@@ -21,23 +36,41 @@ def recall_threshold(scores_of_bids: np.ndarray, target_recall: float) -> float:
     n = len(scores_of_bids)
     if n == 0:
         return 0.0
-    # Allowed misses: floor((1 - target) * n); the threshold sits on the next bid's score.
-    misses = math.floor((1.0 - target_recall) * n + 1e-9)
-    return float(np.sort(scores_of_bids)[misses])
+    if weights is None:
+        # Allowed misses: floor((1 - target) * n); the threshold sits on the next bid's score.
+        misses = math.floor((1.0 - target_recall) * n + 1e-9)
+        return float(np.sort(scores_of_bids)[misses])
+    order = np.argsort(scores_of_bids, kind="stable")
+    below = np.cumsum(weights[order], dtype=np.float64) - weights[order]  # weight under each
+    allowed = (1.0 - target_recall) * float(weights.sum()) * (1 + 1e-9)
+    return float(scores_of_bids[order][np.flatnonzero(below <= allowed)[-1]])
 
 
-def smoothed_threshold(scores_of_bids: np.ndarray, target_recall: float) -> float:
+def smoothed_threshold(
+    scores_of_bids: np.ndarray, target_recall: float, weights: np.ndarray | None = None
+) -> float:
     """The Harrell-Davis estimate of the (1 - target) quantile of the bids' scores: a weighted
     mean of all order statistics (Beta weights) instead of one, so that with a few dozen bids
-    the threshold does not hinge on the single lowest-scored one."""
+    the threshold does not hinge on the single lowest-scored one.
+
+    With ``weights``, the weighted Harrell-Davis estimator (Akinshin, 2023): the Beta cells
+    are cut at the cumulative weight shares, and the Beta's size is the effective count; equal
+    weights give the plain estimate. Under :data:`MIN_BIDS_TO_FILTER` (effective) bids, 0.0."""
     n = len(scores_of_bids)
-    if n < MIN_BIDS_TO_FILTER:
+    size = effective_count(weights, n)
+    if size < MIN_BIDS_TO_FILTER:
         return 0.0
-    ordered = np.sort(scores_of_bids)
+    order = np.argsort(scores_of_bids, kind="stable")
+    ordered = scores_of_bids[order]
     p = 1.0 - target_recall
     if p <= 0:
         return float(ordered[0])
-    edges = beta.cdf(np.arange(n + 1) / n, p * (n + 1), (1 - p) * (n + 1))
+    if weights is None:
+        cuts = np.arange(n + 1) / n
+    else:
+        cuts = np.concatenate([[0.0], np.cumsum(weights[order], dtype=np.float64)])
+        cuts /= cuts[-1]
+    edges = beta.cdf(cuts, p * (size + 1), (1 - p) * (size + 1))
     return float(np.diff(edges) @ ordered)
 
 
@@ -50,11 +83,14 @@ def partner_thresholds(
     overrides: Mapping[str, float] | None = None,
     min_bids: int = 0,
     smoothed: bool = False,
+    weights: np.ndarray | None = None,
 ) -> dict[str, float]:
     """One threshold per partner from validation rows; ``overrides`` maps partner -> recall.
 
     Every partner gets :func:`smoothed_threshold` with ``smoothed``, else only those with fewer
-    than ``min_bids`` validation bids; the others :func:`recall_threshold`.
+    than ``min_bids`` (effective) validation bids; the others :func:`recall_threshold`. Rows
+    weigh ``weights`` (inverse propensities) if given; a partner whose bids' effective count is
+    under :data:`MIN_BIDS_TO_FILTER` (too little exploration to estimate it) is not filtered.
     """
     overrides = overrides or {}
     unknown = sorted(set(overrides) - set(partners))
@@ -62,7 +98,15 @@ def partner_thresholds(
         raise ValueError(f"recall override for unknown partner {unknown[0]!r}")
     thresholds = {}
     for code, partner in enumerate(partners):
-        mine = scores[(partner_codes == code) & bids]
-        choose = smoothed_threshold if smoothed or len(mine) < min_bids else recall_threshold
-        thresholds[partner] = choose(mine, overrides.get(partner, target_recall))
+        rows = (partner_codes == code) & bids
+        mine = scores[rows]
+        weight = None if weights is None else weights[rows]
+        size = effective_count(weight, len(mine))
+        target = overrides.get(partner, target_recall)
+        if size < MIN_BIDS_TO_FILTER:
+            thresholds[partner] = 0.0
+        elif smoothed or size < min_bids:
+            thresholds[partner] = smoothed_threshold(mine, target, weight)
+        else:
+            thresholds[partner] = recall_threshold(mine, target, weight)
     return thresholds

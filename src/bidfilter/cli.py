@@ -576,6 +576,150 @@ def cmd_model_promote(args: argparse.Namespace, settings: Settings) -> int:
 _GLOBAL_SETTINGS = ("log_level", "log_json")
 
 
+# --- learning once live: retrain, loop ------------------------------------------------------
+
+
+def add_learning_commands(commands: Commands) -> None:
+    from bidfilter.learning.loop import POLICIES, LoopConfig
+
+    loop_defaults = LoopConfig()
+    retrain = _command(
+        commands,
+        "retrain",
+        cmd_retrain,
+        "Train on the latest window of logs and promote the new version only if it is not worse"
+        " than the serving one on the newest logged traffic (docs/learning.md).",
+    )
+    retrain.add_argument("--logs", default=DEFAULT_LOGS, help="auction-log directory")
+    _add_store_flags(retrain)
+    retrain.add_argument("--window-days", type=int, default=7, help="days of logs to train on")
+    retrain.add_argument("--target-recall", type=float, default=_TRAIN.target_recall)
+    retrain.add_argument(
+        "--recall-tolerance",
+        type=float,
+        default=0.01,
+        help="refuse a candidate whose estimated bid recall is below the target by more",
+    )
+    retrain.add_argument(
+        "--savings-tolerance",
+        type=float,
+        default=0.02,
+        help="refuse a candidate that saves less than the serving version by more",
+    )
+    retrain.add_argument(
+        "--every",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="run again every SECONDS until stopped (0: once)",
+    )
+    retrain.add_argument(
+        "--max-runs", type=int, default=0, help="with --every, stop after this many (0: never)"
+    )
+    retrain.add_argument(
+        "--metrics-file",
+        metavar="FILE",
+        help="after each decision, write Prometheus metrics here (a textfile collector's file)",
+    )
+    loop = _command(
+        commands,
+        "loop",
+        cmd_loop,
+        "Simulate the closed loop on a synthetic world, day by day: filter, observe only what was"
+        " sent, retrain, promote; three retraining policies side by side (docs/learning.md).",
+    )
+    for name, help_text in (
+        ("days", "days to simulate"),
+        ("requests_per_day", "bid requests a day"),
+        ("partners", "demand partners"),
+        ("seed", "world seed"),
+        ("window_days", "days of logs each retraining reads"),
+        ("exploration", "exploration probability below the threshold, every partner"),
+        ("control_share", "share of requests in the control group"),
+        ("trees", "most trees per partner in each retraining"),
+    ):
+        default = getattr(loop_defaults, name)
+        loop.add_argument(
+            "--" + name.replace("_", "-"), type=type(default), default=default, help=help_text
+        )
+    loop.add_argument(
+        "--policies",
+        default=",".join(POLICIES),
+        help="comma-separated retraining policies to run",
+    )
+    loop.add_argument("--out", required=True, help="directory for the world, logs and stores")
+    loop.add_argument("--png", help="plot recall and savings per day into this file")
+
+
+def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from bidfilter.learning.promotion import PromotionCounts, PromotionPolicy, retrain
+
+    store = _store(settings, existing=True)
+    policy = PromotionPolicy(args.target_recall, args.recall_tolerance, args.savings_tolerance)
+    config = TrainConfig(target_recall=args.target_recall)
+    counts = PromotionCounts()
+    runs = 0
+    while True:
+        result = retrain(
+            args.logs, store, window_days=args.window_days, config=config, policy=policy,
+            counts=counts,
+        )  # fmt: skip
+        runs += 1
+        if args.metrics_file:
+            target = Path(args.metrics_file)
+            staging = target.with_name(f".{target.name}.tmp")
+            staging.write_text(counts.exposition())
+            staging.replace(target)  # a collector never reads half a file
+        _print(
+            {**result.summary(), "promoted": result.promoted, **result.report["promotion"]},
+            args.json,
+            lambda d: (
+                f"{d['version']}: {'promoted' if d['promoted'] else 'refused'} ({d['reason']})"
+            ),
+        )
+        if args.every <= 0 or (args.max_runs and runs >= args.max_runs):
+            return 0
+        time.sleep(args.every)
+
+
+def cmd_loop(args: argparse.Namespace, settings: Settings) -> int:
+    from bidfilter.learning.loop import LoopConfig, run_loop
+
+    config = LoopConfig(
+        days=args.days,
+        requests_per_day=args.requests_per_day,
+        partners=args.partners,
+        seed=args.seed,
+        window_days=args.window_days,
+        exploration=args.exploration,
+        control_share=args.control_share,
+        trees=args.trees,
+        policies=tuple(p for p in args.policies.split(",") if p),
+    )
+    report = run_loop(config, Path(args.out))  # each step is logged
+    if args.png:
+        from bidfilter.learning.loop_plot import plot_loop
+
+        plot_loop(report, Path(args.png))
+    (Path(args.out) / "loop.json").write_text(json.dumps(report, indent=2) + "\n")
+
+    def human(d: dict[str, Any]) -> str:
+        lines = [f"closed loop: {d['config']['days']} days in {d['seconds']:.0f} s"]
+        for name, entry in d["summary"].items():
+            lines.append(
+                f"  {name:>16}: min recall (day 3+) {entry['min_bid_recall_from_day_3']:.4f},"
+                f" mean savings {entry['mean_call_savings_from_day_3']:.4f} (oracle"
+                f" {entry['mean_oracle_call_savings_from_day_3']:.4f}), retargeted partner back"
+                f" above 0.97 after {entry['retargeted_recovery_days']} days"
+            )
+        return "\n".join(lines)
+
+    _print(report, args.json, human)
+    return 0
+
+
 def add_serve_command(commands: Commands) -> None:
     """A flag per setting: a field added to ``Settings`` is a ``serve`` flag at once."""
     serve = _command(
@@ -916,6 +1060,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_command(commands)
     add_model_commands(commands)
     add_serve_command(commands)
+    add_learning_commands(commands)
     add_replay_commands(commands)
     add_demo_and_idl_commands(commands)
     add_cluster_commands(commands)

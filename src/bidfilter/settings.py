@@ -126,6 +126,27 @@ class Settings(BaseSettings):
         le=1,
         description="share of below-threshold pairs sent anyway, flagged explore",
     )
+    min_partner_exploration: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="every partner's exploration probability is at least this (the larger of it"
+        " and exploration_rate): a floor that stays when exploration_rate is lowered",
+    )
+    sparse_partner_exploration: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="the exploration floor of a partner the model's report calls sparse (too"
+        " few validation bids), so it stays learnable",
+    )
+    control_share: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of requests, chosen by request id, in the control group: scored but"
+        " sent to every candidate, flagged control",
+    )
     deadline_share_of_tmax: float = Field(
         default=0.5,
         gt=0,

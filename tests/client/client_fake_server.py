@@ -14,7 +14,9 @@ connection. Its policy is known, so tests can check what the clients compute:
 Switches (attributes, changeable while running): ``drop_after`` closes a connection when its
 call number ``drop_after + 1`` arrives, unanswered; ``delay`` answers that many seconds late
 (still in order: a reply never overtakes one delayed before it);
-``hang`` never answers.
+``hang`` never answers; ``records_policy`` answers as a server that records its policy does
+(propensity 1 on sent decisions, ``POLICY_PROPENSITY`` on the others; ``control`` for request
+ids starting ``ctl``, everyone sent), else as an older server (neither field).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from bidfilter.thrift import (
 
 PARTNERS = ("dsp-01", "dsp-02", "dsp-03", "dsp-04")
 MODEL_VERSION = "fake-1"
+POLICY_PROPENSITY = 0.05  # what records_policy gives a decision not sent
 
 
 def sends(partner: str) -> bool:
@@ -96,7 +99,9 @@ class FakeBidFilterServer:
         hang: bool = False,
         fail_open_every: int | None = None,
         record_calls: bool = True,
+        records_policy: bool = False,
     ) -> None:
+        self.records_policy = records_policy
         self.drop_after = drop_after
         self.delay = delay
         self.hang = hang
@@ -154,21 +159,31 @@ class FakeBidFilterServer:
             request.candidates if request.candidates is not None else PARTNERS
         )
         fail_open = fails_open(request.openrtb, self.fail_open_every)
+        request_id = request_id_of(request.openrtb)
+        policy = self.records_policy
+        control = policy and request_id.startswith("ctl")
+        everyone = fail_open or control
         return FilterResponse(
-            request_id=request_id_of(request.openrtb),
+            request_id=request_id,
             decisions=[
                 PartnerDecision(
                     partner=partner,
                     bid_probability=0.9 if sends(partner) else 0.1,
-                    send=fail_open or sends(partner),
+                    send=everyone or sends(partner),
                     explore=False,
                     threshold=0.5,
+                    propensity=(
+                        (1.0 if everyone or sends(partner) else POLICY_PROPENSITY)
+                        if policy
+                        else None
+                    ),
                 )
                 for partner in candidates
             ],
             model_version=MODEL_VERSION,
             outcome=Outcome.FAIL_OPEN_OVERLOAD if fail_open else Outcome.SCORED,
             server_us=5,
+            control=True if control else None,
         )
 
 

@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
-from client_fake_server import MODEL_VERSION, FakeBidFilterServer, sends
+from client_fake_server import MODEL_VERSION, POLICY_PROPENSITY, FakeBidFilterServer, sends
 
 from bidfilter.client import (
     AsyncBidFilterClient,
@@ -225,5 +225,27 @@ def test_close_fails_calls_in_flight(fake_server: FakeBidFilterServer) -> None:
             await pending
         with pytest.raises(ClientClosedError):
             await client.ping()
+
+    run(body)
+
+
+@pytest.mark.parametrize("protocol", list(Protocol))
+def test_decisions_expose_propensity_and_responses_control(
+    fake_server: FakeBidFilterServer, protocol: Protocol
+) -> None:
+    async def body() -> None:
+        async with client_for(fake_server, protocol=protocol) as client:
+            older = await client.filter(b'{"id":"ctl-1"}', CANDIDATES)
+            assert [d.propensity for d in older.decisions] == [None] * len(CANDIDATES)
+            assert older.control is None
+            fake_server.records_policy = True
+            scored = await client.filter(b'{"id":"r1"}', CANDIDATES)
+            assert [d.propensity for d in scored.decisions] == [
+                1.0 if sends(p) else POLICY_PROPENSITY for p in CANDIDATES
+            ]
+            assert scored.control is None
+            control = await client.filter(b'{"id":"ctl-2"}', CANDIDATES)
+            assert control.control is True
+            assert all(d.send and d.propensity == 1.0 for d in control.decisions)
 
     run(body)

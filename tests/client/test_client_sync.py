@@ -6,7 +6,13 @@ import threading
 import time
 
 import pytest
-from client_fake_server import MODEL_VERSION, PARTNERS, FakeBidFilterServer, sends
+from client_fake_server import (
+    MODEL_VERSION,
+    PARTNERS,
+    POLICY_PROPENSITY,
+    FakeBidFilterServer,
+    sends,
+)
 
 from bidfilter.client import (
     BidFilterClient,
@@ -140,3 +146,28 @@ def test_a_closed_client_refuses_calls(fake_server: FakeBidFilterServer) -> None
     client.close()
     with pytest.raises(ClientClosedError):
         client.ping()
+
+
+@pytest.mark.parametrize("protocol", list(Protocol))
+@pytest.mark.parametrize("transport", list(Transport))
+def test_decisions_expose_propensity_and_responses_control(
+    fake_server: FakeBidFilterServer, protocol: Protocol, transport: Transport
+) -> None:
+    with client_for(fake_server, protocol=protocol, transport=transport) as client:
+        older = client.filter(b'{"id":"ctl-1"}', CANDIDATES)  # a server without the fields
+        assert [d.propensity for d in older.decisions] == [None] * len(CANDIDATES)
+        assert older.control is None
+        fake_server.records_policy = True
+        scored = client.filter(b'{"id":"r1"}', CANDIDATES)
+        assert [d.propensity for d in scored.decisions] == [
+            1.0 if sends(p) else POLICY_PROPENSITY for p in CANDIDATES
+        ]
+        assert scored.control is None
+        control = client.filter(b'{"id":"ctl-2"}', CANDIDATES)
+        assert control.control is True
+        assert [(d.send, d.propensity) for d in control.decisions] == [(True, 1.0)] * len(
+            CANDIDATES
+        )
+        batch = client.filter_batch([FilterRequest(b'{"id":"ctl-3"}'), FilterRequest(b"{}")])
+        assert [r.control for r in batch] == [True, None]
+        assert all(d.propensity is not None for r in batch for d in r.decisions)

@@ -210,7 +210,7 @@ def test_reading_a_file_that_breaks_the_rules_names_field_and_file(tmp_path: Pat
     outcomes = good.column("partners").flatten()
     broken = pa.StructArray.from_arrays(
         [
-            outcomes.field(name) if name != "propensity" else pa.array([1.0, 0.0, 0.5])
+            outcomes.field(name) if name != "propensity" else pa.array([1.0, 1.5, 0.5])
             for name in LOG_SCHEMA.field("partners").type.value_type.names
         ],
         fields=list(LOG_SCHEMA.field("partners").type.value_type),
@@ -245,3 +245,20 @@ def test_a_file_missing_an_original_field_is_refused(tmp_path: Path) -> None:
     with pytest.raises(LogFormatError) as caught:
         list(iter_log_batches(tmp_path))
     assert caught.value.field == "partners.bid"
+
+
+def test_an_unsent_entry_may_have_had_no_chance_at_all() -> None:
+    """Serving without exploration gives a below-threshold partner propensity 0: unsent, so
+    valid; a sent entry at 0 is impossible, and refused (above)."""
+    batch = auction_batch(
+        np.array([DAY_1]),
+        ["r"],
+        ['{"id": "r"}'],
+        np.array([0, 2], dtype=np.int32),
+        ["dsp-a", "dsp-b"],
+        np.array([True, False]),
+        np.array([1.0, 0.0]),
+        sent=np.array([True, False]),
+        propensity=np.array([1.0, 0.0]),
+    )
+    assert batch.column("partners").flatten().field("propensity").to_pylist() == [1.0, 0.0]

@@ -159,22 +159,27 @@ def test_garbage_model_with_matching_checksum_is_refused(version_dir: Path, tmp_
             st.floats(0, 1) | st.just(-1.0),
             st.floats(0, 1) | st.just(-math.inf),
             st.text(max_size=12),
+            st.sampled_from([0.0, 0.01, 0.05, 0.5, 1.0]) | st.floats(0, 1),
         ),
         max_size=70,
     ),
     st.integers(0, 2**32 - 1),
-    st.sampled_from([0.0, 0.01, 0.5, 1.0]),
 )
 def test_compiled_choice_equals_the_pure_one(
-    candidates: list[tuple[float, float, str]], seed: int, rate: float
+    candidates: list[tuple[float, float, str, float]], seed: int
 ) -> None:
     scores = np.array([c[0] for c in candidates], dtype=np.float64)
     cutoffs = np.array([c[1] for c in candidates], dtype=np.float64)
     names = [c[2] for c in candidates]
     thresholds = [max(c[1], 0.0) for c in candidates]
     keys = [name.encode() for name in names]
-    args = (scores, cutoffs, thresholds, names, keys, seed, rate * 2.0**32, PartnerDecision)
-    assert _compiled_choose(*args) == choose(*args)
+    probabilities = [c[3] for c in candidates]
+    args = (scores, cutoffs, thresholds, names, keys, seed, probabilities, PartnerDecision)
+    compiled = _compiled_choose(*args)
+    assert compiled == choose(*args)
+    for decision, probability, cutoff in zip(compiled[0], probabilities, cutoffs, strict=True):
+        below = decision.bid_probability < cutoff
+        assert decision.propensity == (probability if below else 1.0)
 
 
 def test_compiled_choice_refuses_mismatched_lengths() -> None:
@@ -182,5 +187,7 @@ def test_compiled_choice_refuses_mismatched_lengths() -> None:
         pytest.skip("compiled evaluator not built (no C compiler)")
     with pytest.raises(ValueError, match="2 items"):
         _compiled_choose(
-            np.zeros(2), np.zeros(2), [0.0], ["a", "b"], [b"a", b"b"], 0, 0.0, PartnerDecision
+            np.zeros(2), np.zeros(2), [0.0], ["a", "b"], [b"a", b"b"], 0, [0.0], PartnerDecision
         )
+    with pytest.raises(TypeError, match="probabilities"):
+        _compiled_choose(np.zeros(1), np.ones(1), [0.0], ["a"], [b"a"], 0, [1], PartnerDecision)

@@ -167,6 +167,12 @@ def test_many_decisions_use_the_heap_path() -> None:
             make_response(2, decisions=[PartnerDecision("a", 0.5, 1, False, 0.5)]),  # type: ignore[arg-type]
             id="int flag",
         ),
+        pytest.param(
+            1,
+            make_response(2, decisions=[PartnerDecision("a", 0.5, True, False, 0.5, 1)]),
+            id="int propensity",
+        ),
+        pytest.param(1, make_response(2, control=1), id="int control"),  # type: ignore[arg-type]
         pytest.param(1, "not a response", id="not a FilterResponse"),
     ],
 )
@@ -174,14 +180,16 @@ def test_leaves_anything_unusual_to_the_pure_writer(seqid: int, response: object
     assert fast.write_filter_reply(seqid, response, True) is None  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("field", ["request_id", "decisions", "model_version", "outcome", "error"])
+@pytest.mark.parametrize(
+    "field", ["request_id", "decisions", "model_version", "outcome", "error", "control"]
+)
 def test_a_deleted_field_is_left_to_the_pure_writer(field: str) -> None:
     response = make_response(2)
     delattr(response, field)
     assert fast.write_filter_reply(1, response, True) is None
 
 
-@pytest.mark.parametrize("field", ["partner", "bid_probability", "send", "threshold"])
+@pytest.mark.parametrize("field", ["partner", "bid_probability", "send", "threshold", "propensity"])
 def test_a_decision_with_a_deleted_field_is_left_to_the_pure_writer(field: str) -> None:
     response = make_response(2)
     delattr(response.decisions[1], field)
@@ -208,3 +216,19 @@ def test_thrift_protocol_errors_name_the_field_with_the_fast_path_on() -> None:
     with pytest.raises(ThriftProtocolError) as caught:
         binary.read_filter_args(body, 0, MAX_DEPTH)
     assert caught.value.field == "request.openrtb"
+
+
+@pytest.mark.parametrize("framed", [False, True])
+@pytest.mark.parametrize("control", [None, False, True])
+def test_writes_propensity_and_control_as_the_pure_writer(
+    framed: bool, control: bool | None
+) -> None:
+    decisions = [
+        PartnerDecision("a", 0.5, True, False, 0.2, 1.0),
+        PartnerDecision("b", 0.1, False, False, 0.2, 0.05),
+        PartnerDecision("c", 0.1, True, True, 0.2),  # a decision without it, among others
+    ]
+    response = make_response(3, decisions=decisions, control=control)
+    written = fast.write_filter_reply(9, response, framed)
+    assert written is not None
+    assert written == pure_reply(9, response, framed)

@@ -51,7 +51,7 @@ class Official:
     def response(self, value: FilterResponse) -> Any:
         decisions = [
             self.ttypes.PartnerDecision(
-                d.partner, d.bid_probability, d.send, d.explore, d.threshold
+                d.partner, d.bid_probability, d.send, d.explore, d.threshold, d.propensity
             )
             for d in value.decisions
         ]
@@ -62,6 +62,7 @@ class Official:
             int(value.outcome),
             value.server_us,
             value.error,
+            value.control,
         )
 
     def model_info(self, value: ModelInfo) -> Any:

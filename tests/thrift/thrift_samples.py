@@ -58,6 +58,21 @@ RESPONSES = {
     ),
     "error only": make_response(3, server_us=None, error="é"),
     "unknown partner": make_response(2, decisions=[PartnerDecision("new", -1.0, True, True, 0)]),
+    "propensities": make_response(
+        decisions=[
+            PartnerDecision(
+                f"dsp-{i:02d}", i / 20, i % 3 != 0, i % 5 == 0, 0.1, 1.0 if i % 3 else 0.05
+            )
+            for i in range(20)
+        ]
+    ),
+    "control": make_response(
+        3,
+        control=True,
+        decisions=[PartnerDecision(f"dsp-{i}", 0.01, True, False, 0.5, 1.0) for i in range(3)],
+    ),
+    "control false, error": make_response(2, control=False, error="x", server_us=None),
+    "control, no server_us": make_response(1, control=True, server_us=None),
 }
 
 MODEL_INFOS = {
@@ -87,6 +102,7 @@ partner_decisions = st.builds(
     send=st.booleans(),
     explore=st.booleans(),
     threshold=doubles,
+    propensity=st.none() | doubles,
 )
 filter_responses = st.builds(
     FilterResponse,
@@ -96,6 +112,7 @@ filter_responses = st.builds(
     outcome=st.sampled_from(Outcome),
     server_us=st.none() | i64s,
     error=st.none() | texts,
+    control=st.none() | st.booleans(),
 )
 model_infos = st.builds(
     ModelInfo,

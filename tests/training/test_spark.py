@@ -1,7 +1,9 @@
 """The Spark engine builds the local engine's rows and spec, and publishes the same artifact.
 
 One local[2] session for the module (bound to 127.0.0.1, no UI), shared by the end-to-end run
-of the ``bidfilter train --engine spark`` command.
+of the ``bidfilter train --engine spark`` command. Besides the synthetic logs, a directory mixing
+files written before ``sent``, ``propensity`` and ``control`` existed with files a filter shaped
+(unsent entries, propensities under 1, a control group): both engines must read it alike.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 pytest.importorskip("pyspark")
@@ -28,12 +31,19 @@ from pyspark.sql import SparkSession
 
 from bidfilter.artifact import open_store, verify
 from bidfilter.cli import main
-from bidfilter.logs import iter_log_batches
+from bidfilter.logs import AuctionLogWriter, auction_batch, iter_log_batches, log_files
 from bidfilter.openrtb import InvalidRequestError, parse_bid_request
 from bidfilter.scoring.serving_model import ServingModel
-from bidfilter.training.config import DatasetConfig, ModelConfig
+from bidfilter.training.config import DatasetConfig, ModelConfig, TrainConfig
 from bidfilter.training.dataset import SplitRows, build_dataset, recency_weights
-from bidfilter.training.spark import SparkDataset, build_spark_dataset, fit_on_spark
+from bidfilter.training.pipeline import train
+from bidfilter.training.spark import (
+    SparkDataset,
+    build_spark_dataset,
+    fit_on_spark,
+    train_on_spark,
+)
+from bidfilter.training.spark.dataset import read_logs
 
 pytestmark = pytest.mark.slow
 
@@ -102,16 +112,21 @@ def _sorted_by_key(
 
 
 def _local_rows(split: SplitRows, ids: np.ndarray, partners: list[str]) -> tuple[np.ndarray, ...]:
+    """(request id, partner, features, bid, oracle, propensity, control) by (request, partner)."""
+    assert split.propensity is not None and split.control is not None
     return _sorted_by_key(
         ids[split.requests],
         np.array(partners, dtype=object)[split.partners],
         split.features,
         split.bids,
         split.oracle_p,
+        split.propensity,
+        split.control,
     )
 
 
 def _spark_rows(rows: pa.Table, split: int) -> tuple[np.ndarray, ...]:
+    """As :func:`_local_rows`, then the weight and ``ts_ms``."""
     rows = rows.filter(pc.equal(rows.column("split"), split))
     width = len(rows.column("features")[0]) if rows.num_rows else 0
     return _sorted_by_key(
@@ -120,6 +135,8 @@ def _spark_rows(rows: pa.Table, split: int) -> tuple[np.ndarray, ...]:
         pc.list_flatten(rows.column("features")).to_numpy().reshape(-1, width),
         rows.column("bid").to_numpy(),
         rows.column("oracle_p").to_numpy(),
+        rows.column("propensity").to_numpy(),
+        rows.column("control").to_numpy(zero_copy_only=False),
         rows.column("weight").to_numpy(),
         rows.column("ts_ms").to_numpy(),
     )
@@ -138,6 +155,8 @@ def test_spark_builds_the_local_feature_spec_and_split(
     assert summary.requests == local.requests
     assert summary.skipped_fields == local.skipped_fields
     assert (summary.rows["valid"], summary.rows["test"]) == (len(local.valid), len(local.test))
+    assert summary.exploration == local.exploration == {}  # every partner always called
+    assert not spark_data.inverse_propensity
 
 
 def test_spark_rows_equal_local_rows(
@@ -160,9 +179,11 @@ def test_spark_rows_equal_local_rows(
         assert (theirs[-2] == 1.0).all()  # recency weights training rows only
 
     # Training rows: every bid, a share of the non-bids weighted back up, each row as locally.
-    request_ids, row_partners, features, bids, oracle, weights, ts = _spark_rows(spark_rows, 0)
+    request_ids, row_partners, features, bids, oracle, _, _, weights, ts = _spark_rows(
+        spark_rows, 0
+    )
     assert len(bids) == spark_data.summary.rows["train"]
-    local_ids, local_partners, local_features, local_bids, local_oracle = _local_rows(
+    local_ids, local_partners, local_features, local_bids, local_oracle, *_ = _local_rows(
         local.train, ids, partners
     )
     where = {key: row for row, key in enumerate(zip(local_ids, local_partners, strict=True))}
@@ -179,6 +200,176 @@ def test_spark_rows_equal_local_rows(
     np.testing.assert_allclose(weights[~bids], recency[~bids] / rate, rtol=1e-5)
     kept_share = (~bids).sum() / (~local_bids).sum()
     assert 0.8 * rate < kept_share < 1.2 * rate
+
+
+def _old_schema(table: pa.Table) -> pa.Table:
+    """``table`` as a log written before ``sent``, ``propensity``, ``model_version`` and
+    ``control`` existed would hold it."""
+    lists = table.column("partners").combine_chunks()
+    flat = lists.values
+    old_entry = pa.StructArray.from_arrays(
+        [flat.field(name) for name in ("partner", "bid", "price", "oracle_p")],
+        names=["partner", "bid", "price", "oracle_p"],
+    )
+    return pa.table(
+        {
+            "ts": table.column("ts"),
+            "request_id": table.column("request_id"),
+            "request": table.column("request"),
+            "partners": pa.ListArray.from_arrays(lists.offsets, old_entry),
+        }
+    )
+
+
+def _mixed_copy(source: Path, out: Path) -> None:
+    """The synthetic logs' first day as an old-schema file; the later days as a filter would have
+    left them: each partner called when its true bid probability is high, else explored at 0.25,
+    but dsp-02 at 0.001 (almost never: too little exploration to estimate it); every 10th
+    request in the control group (everyone called)."""
+    first, *later = log_files(source)
+    old = out / first.relative_to(source)
+    old.parent.mkdir(parents=True)
+    pq.write_table(_old_schema(pq.read_table(first)), old)
+    rng = np.random.default_rng(5)
+    with AuctionLogWriter(out, part_name="part-new") as writer:
+        for path in later:
+            batch = pq.read_table(path).combine_chunks().to_batches()[0]
+            lists = batch.column("partners")
+            flat = pc.list_flatten(lists)
+            partner = np.asarray(flat.field("partner").to_pylist())
+            oracle = flat.field("oracle_p").to_numpy()
+            parents = pc.list_parent_indices(lists).to_numpy()
+            control = np.arange(len(batch)) % 10 == 0
+            high = oracle >= np.quantile(oracle, 0.6)
+            propensity = np.ones(len(partner))
+            propensity[~high] = np.where(partner[~high] == "dsp-02", 0.001, 0.25)
+            propensity[control[parents]] = 1.0
+            sent = rng.random(len(partner)) < propensity
+            writer.write(
+                auction_batch(
+                    batch.column("ts").cast("int64").to_numpy(),
+                    batch.column("request_id").to_pylist(),
+                    batch.column("request").to_pylist(),
+                    lists.offsets.to_numpy(),
+                    partner.tolist(),
+                    flat.field("bid").to_numpy(zero_copy_only=False) & sent,
+                    np.where(sent, flat.field("price").to_numpy(), 0.0),
+                    oracle,
+                    sent=sent,
+                    propensity=propensity,
+                    control=control,
+                )
+            )
+
+
+# Every row kept, so that the training rows too compare one for one.
+UNSAMPLED = DatasetConfig(vocabulary_min_count=2, negative_rate=1.0, partner_affinity=False)
+
+
+@pytest.fixture(scope="module")
+def mixed_logs(synth_logs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("mixed") / "logs"
+    _mixed_copy(synth_logs, out)
+    return out
+
+
+def test_spark_reads_old_schema_files_with_the_old_logs_values(
+    spark: SparkSession, synth_logs: Path, tmp_path: Path
+) -> None:
+    first = log_files(synth_logs)[0]
+    old = tmp_path / "old" / first.relative_to(synth_logs)
+    old.parent.mkdir(parents=True)
+    pq.write_table(_old_schema(pq.read_table(first)), old)
+    logged = read_logs(spark, str(tmp_path / "old")).toArrow()
+    assert logged.num_rows == pq.ParquetFile(first).metadata.num_rows
+    entries = pc.list_flatten(logged.column("partners")).combine_chunks()
+    assert pc.all(entries.field("sent")).as_py()
+    assert pc.all(pc.equal(entries.field("propensity"), 1.0)).as_py()
+    assert not pc.any(logged.column("control")).as_py()
+
+
+def test_spark_rows_and_weights_equal_local_ones_on_mixed_filtered_logs(
+    spark: SparkSession, mixed_logs: Path
+) -> None:
+    local = build_dataset(mixed_logs, UNSAMPLED)
+    data = build_spark_dataset(spark, str(mixed_logs), UNSAMPLED)
+    try:
+        rows = data.rows.toArrow()
+    finally:
+        data.rows.unpersist()
+    summary = data.summary
+    assert summary.spec == local.spec
+    assert summary.requests == local.requests
+    assert data.inverse_propensity
+    # Per partner the logs filtered: its entries below propensity 1 and the explored ones.
+    assert summary.exploration == local.exploration
+    assert summary.exploration["dsp-02"].explored < 200 < summary.exploration["dsp-02"].filtered
+    # An unsent entry is no row: there are as many rows as sent entries (of known partners).
+    entries = pc.list_flatten(
+        pa.concat_arrays(
+            [
+                batch.column("partners")
+                for batch in iter_log_batches(mixed_logs, columns=["partners"])
+            ]
+        )
+    )
+    sent = pc.sum(entries.field("sent")).as_py()
+    total = sum(summary.rows.values())
+    assert total == len(local.train) + len(local.valid) + len(local.test) <= sent
+    assert sent < 0.8 * len(entries)
+
+    ids = np.array(_request_ids(mixed_logs), dtype=object)
+    for code, split in enumerate((local.train, local.valid, local.test)):
+        mine = _local_rows(split, ids, local.spec.partners)
+        theirs = _spark_rows(rows, code)
+        assert len(theirs[0]) == len(split) > 500
+        for expected, actual in zip(mine, theirs[:-2], strict=True):
+            np.testing.assert_array_equal(actual, expected)
+        # Every split weighs its inverse propensity, clipped, as locally; training rows their
+        # recency too (no negative was sampled out).
+        assert split.weights is not None
+        _, _, local_weights = _sorted_by_key(
+            ids[split.requests],
+            np.array(local.spec.partners, dtype=object)[split.partners],
+            split.weights,
+        )
+        np.testing.assert_allclose(theirs[-2], local_weights, rtol=1e-6)
+        propensity, control = theirs[5], theirs[6]
+        assert (propensity < 1).any() and control.any()
+        if code > 0:
+            np.testing.assert_allclose(
+                theirs[-2], 1 / np.maximum(propensity, UNSAMPLED.min_propensity), rtol=1e-6
+            )
+
+
+def test_train_on_spark_on_filtered_logs_reports_inverse_propensity_estimates(
+    spark: SparkSession, mixed_logs: Path, tmp_path: Path
+) -> None:
+    config = TrainConfig(
+        model=ModelConfig(trees=20, learning_rate=0.3, early_stopping_rounds=5),
+        dataset=DatasetConfig(partner_affinity=False),
+    )
+    result = train_on_spark(spark, str(mixed_logs), open_store(str(tmp_path / "spark")), config)
+    local = train(mixed_logs, open_store(str(tmp_path / "local")), config).report
+    report = result.report
+    assert _key_paths(report) == _key_paths(local)
+    test = report["test"]
+    assert test["estimate"] == local["test"]["estimate"] == "inverse_propensity"
+    assert test["bid_recall_ci"][0] <= test["bid_recall"] <= test["bid_recall_ci"][1]
+    assert report["data"]["rows"]["test"] == local["data"]["rows"]["test"]
+    for name, entry in report["partners"].items():
+        assert entry["exploration"] == local["partners"][name]["exploration"], name
+        assert entry["validation_bids"] == local["partners"][name]["validation_bids"], name
+        assert entry["effective_validation_bids"] == pytest.approx(
+            local["partners"][name]["effective_validation_bids"], abs=0.1
+        )
+    # dsp-02 was filtered and hardly ever explored: sent everything, on either engine.
+    thin = report["partners"]["dsp-02"]
+    assert thin["threshold_method"] == "unexplored" and thin["threshold"] == 0.0
+    assert any("dsp-02" in w and "exploration" in w for w in report["warnings"])
+    # The control group's figures, unweighted, on the same test requests as locally.
+    assert report["control"] is not None and "estimate" not in report["control"]
+    assert report["control"]["calls"] == local["control"]["calls"] < test["calls"]
 
 
 def test_spark_booster_gets_the_local_hyperparameters(spark_data: SparkDataset) -> None:

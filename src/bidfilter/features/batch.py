@@ -18,6 +18,7 @@ from bidfilter.features.extract import (
     NUMERIC_FEATURES,
     SET_FEATURES,
     USD_PER_UNIT,
+    Features,
     extract,
 )
 from bidfilter.features.spec import OUT_OF_VOCABULARY
@@ -62,8 +63,16 @@ class RequestFeatureBuilder:
     def __len__(self) -> int:
         return sum(len(chunk) for chunk in self._numeric_chunks) + len(self._numeric_rows)
 
-    def add(self, request: BidRequest, ts_ms: int) -> None:
-        numeric, categorical, sets = extract(request, ts_ms, self._rates)
+    def add(self, request: BidRequest, ts_ms: int) -> Features:
+        """Add the request's row; what :func:`extract` made of it (for :meth:`add_extracted`)."""
+        extracted = extract(request, ts_ms, self._rates)
+        self.add_extracted(extracted)
+        return extracted
+
+    def add_extracted(self, extracted: Features) -> None:
+        """Add a row :func:`extract` made before with this builder's rates (a caller that
+        trains again and again on overlapping logs keeps them rather than parse again)."""
+        numeric, categorical, sets = extracted
         self._numeric_rows.append(numeric)
         for set_interned, requests, members, values in zip(
             self._set_interned, self._set_requests, self._set_members, sets, strict=True

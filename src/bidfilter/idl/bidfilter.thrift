@@ -47,7 +47,13 @@ struct PartnerDecision {
   3: required bool send,
   /* Sent although below the threshold, to keep learning about such requests. */
   4: required bool explore,
-  5: required double threshold
+  5: required double threshold,
+  /* The probability that the serving policy sends this request to this partner, for
+     inverse-propensity weighting: 1.0 at or above the threshold, the partner's exploration
+     probability below it (whether or not this request was explored), 1.0 for a partner the
+     model does not know, on every FAIL_OPEN_* answer and in the control group. Absent from
+     servers older than this field. */
+  6: optional double propensity
 }
 
 struct FilterResponse {
@@ -60,7 +66,10 @@ struct FilterResponse {
   /* Time spent in the server, microseconds. */
   5: optional i64 server_us,
   /* Why this item of a batch was not scored (filter_batch only). */
-  6: optional string error
+  6: optional string error,
+  /* true: this request is in the control group, chosen by its id: every candidate is sent,
+     unfiltered (the decisions still carry the scores). Absent otherwise. */
+  7: optional bool control
 }
 
 struct ModelInfo {

@@ -253,11 +253,17 @@ def validate_batch(batch: pa.RecordBatch, *, where: str = "batch", first_row: in
     if sent_column.null_count:
         fail("sent", pc.is_null(sent_column).to_numpy(zero_copy_only=False), "null")
     propensity = outcomes.field("propensity").to_numpy(zero_copy_only=False).astype(np.float64)
-    out_of_range = ~((propensity > 0) & (propensity <= 1))  # NaN (and null) are out of range
+    unsent = ~sent_column.to_numpy(zero_copy_only=False).astype(np.bool_)
+    # 0 is a policy that never calls: possible for an unsent entry (no exploration), never for a
+    # sent one. NaN (and null) are out of range.
+    out_of_range = ~((propensity >= 0) & (propensity <= 1)) | ((propensity == 0) & ~unsent)
     if out_of_range.any():
         value = propensity[out_of_range][0]
-        fail("propensity", out_of_range, f"must be in (0, 1], got {value}")
-    unsent = ~sent_column.to_numpy(zero_copy_only=False).astype(np.bool_)
+        fail(
+            "propensity",
+            out_of_range,
+            f"must be in (0, 1] (0 only when not sent), got {value}",
+        )
     if not unsent.any():
         return
     bids = outcomes.field("bid").to_numpy(zero_copy_only=False).astype(np.bool_)
@@ -515,8 +521,11 @@ def read_jsonl(
             propensity = outcome.get("propensity", 1.0)
             if isinstance(propensity, bool) or not isinstance(propensity, int | float):
                 raise LogFormatError(f"{where}.propensity", "expected a number in (0, 1]")
-            if not 0 < propensity <= 1:
-                raise LogFormatError(f"{where}.propensity", f"must be in (0, 1], got {propensity}")
+            if not 0 <= propensity <= 1 or (propensity == 0 and was_sent):
+                raise LogFormatError(
+                    f"{where}.propensity",
+                    f"must be in (0, 1] (0 only when not sent), got {propensity}",
+                )
             version = outcome.get("model_version")
             if version is not None and not isinstance(version, str):
                 raise LogFormatError(f"{where}.model_version", "expected a string or null")

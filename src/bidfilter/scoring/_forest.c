@@ -658,6 +658,7 @@ static PyTypeObject ForestType = {
 /* --- thresholds and exploration (decide.py's loop, for one request's K candidates) ---------- */
 
 static uint32_t crc_table[256];
+static PyObject *sent_for_sure; /* 1.0: the propensity of a candidate at or over its cutoff */
 
 static void crc_init(void) {
     for (uint32_t n = 0; n < 256; n++) {
@@ -678,22 +679,24 @@ static uint32_t crc32_of(const unsigned char *data, Py_ssize_t n, uint32_t value
     return c ^ 0xFFFFFFFFu;
 }
 
-/* decide(scores, cutoffs, thresholds, names, keys, seed, limit, decision_type)
+/* decide(scores, cutoffs, thresholds, names, keys, seed, probabilities, decision_type)
  *   -> (decisions, send, explore)
- * Per candidate i: send = scores[i] >= cutoffs[i]; a candidate not sent is explored (and sent)
- * when crc32(keys[i], seed) < limit; decisions[i] = decision_type(names[i], scores[i], send,
- * explore, thresholds[i]). scores and cutoffs are float64 buffers, the rest lists of length K. */
+ * Per candidate i: send = scores[i] >= cutoffs[i], with propensity 1.0; a candidate not sent has
+ * propensity probabilities[i], and is explored (and sent) when crc32(keys[i], seed) <
+ * probabilities[i] * 2**32; decisions[i] = decision_type(names[i], scores[i], send, explore,
+ * thresholds[i], propensity). scores and cutoffs are float64 buffers, the rest lists of length K
+ * (probabilities of floats). */
 static PyObject *decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 8 || !PyList_CheckExact(args[2]) || !PyList_CheckExact(args[3]) ||
-        !PyList_CheckExact(args[4])) {
+        !PyList_CheckExact(args[4]) || !PyList_CheckExact(args[6])) {
         PyErr_SetString(PyExc_TypeError,
                         "decide(scores, cutoffs, thresholds: list, names: list, keys: list, "
-                        "seed, limit, decision_type)");
+                        "seed, probabilities: list, decision_type)");
         return NULL;
     }
     PyObject *thresholds = args[2], *names = args[3], *keys = args[4], *decision = args[7];
+    PyObject *probabilities = args[6];
     unsigned long seed = PyLong_AsUnsignedLong(args[5]);
-    double limit = PyFloat_AsDouble(args[6]);
     if (PyErr_Occurred()) {
         return NULL;
     }
@@ -708,7 +711,7 @@ static PyObject *decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t k = scores.len / 8;
     PyObject *result = NULL, *decisions = NULL, *send = NULL, *explore = NULL;
     if (cutoffs.len / 8 != k || PyList_GET_SIZE(thresholds) != k || PyList_GET_SIZE(names) != k ||
-        PyList_GET_SIZE(keys) != k) {
+        PyList_GET_SIZE(keys) != k || PyList_GET_SIZE(probabilities) != k) {
         PyErr_Format(PyExc_ValueError, "decide: every argument needs %zd items", k);
         goto done;
     }
@@ -722,26 +725,36 @@ static PyObject *decide(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     for (Py_ssize_t i = 0; i < k; i++) {
         int sent = score[i] >= cutoff[i];
         int explored = 0;
-        if (!sent && limit > 0) {
-            PyObject *key = PyList_GET_ITEM(keys, i);
-            if (!PyBytes_CheckExact(key)) {
-                PyErr_SetString(PyExc_TypeError, "decide: keys must be bytes");
+        PyObject *propensity = sent_for_sure;
+        if (!sent) {
+            propensity = PyList_GET_ITEM(probabilities, i);
+            if (!PyFloat_CheckExact(propensity)) {
+                PyErr_SetString(PyExc_TypeError, "decide: probabilities must be floats");
                 goto done;
             }
-            uint32_t draw = crc32_of((const unsigned char *)PyBytes_AS_STRING(key),
-                                     PyBytes_GET_SIZE(key), (uint32_t)seed);
-            explored = sent = (double)draw < limit;
+            double limit = PyFloat_AS_DOUBLE(propensity) * 4294967296.0;
+            if (limit > 0) {
+                PyObject *key = PyList_GET_ITEM(keys, i);
+                if (!PyBytes_CheckExact(key)) {
+                    PyErr_SetString(PyExc_TypeError, "decide: keys must be bytes");
+                    goto done;
+                }
+                uint32_t draw = crc32_of((const unsigned char *)PyBytes_AS_STRING(key),
+                                         PyBytes_GET_SIZE(key), (uint32_t)seed);
+                explored = sent = (double)draw < limit;
+            }
         }
-        PyObject *fields[5];
+        PyObject *fields[6];
         fields[0] = PyList_GET_ITEM(names, i);
         fields[1] = PyFloat_FromDouble(score[i]);
         fields[2] = sent ? Py_True : Py_False;
         fields[3] = explored ? Py_True : Py_False;
         fields[4] = PyList_GET_ITEM(thresholds, i);
+        fields[5] = propensity;
         if (fields[1] == NULL) {
             goto done;
         }
-        PyObject *item = PyObject_Vectorcall(decision, fields, 5, NULL);
+        PyObject *item = PyObject_Vectorcall(decision, fields, 6, NULL);
         Py_DECREF(fields[1]);
         if (item == NULL) {
             goto done;
@@ -762,7 +775,7 @@ done:
 
 static PyMethodDef module_methods[] = {
     {"decide", (PyCFunction)(void (*)(void))decide, METH_FASTCALL,
-     "decide(scores, cutoffs, thresholds, names, keys, seed, limit, decision_type)"
+     "decide(scores, cutoffs, thresholds, names, keys, seed, probabilities, decision_type)"
      " -> (decisions, send, explore)"},
     {NULL, NULL, 0, NULL},
 };
@@ -774,6 +787,9 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__forest(void) {
     crc_init();
+    if (sent_for_sure == NULL && (sent_for_sure = PyFloat_FromDouble(1.0)) == NULL) {
+        return NULL;
+    }
     if (PyType_Ready(&ForestType) < 0) {
         return NULL;
     }

@@ -35,6 +35,6 @@ def decide(
     names: list[str],
     keys: list[bytes],
     seed: int,
-    limit: float,
+    probabilities: list[float],
     decision: type[PartnerDecision],
 ) -> tuple[list[PartnerDecision], list[bool], list[bool]]: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import math
 import os
@@ -71,6 +72,8 @@ class ServingModel:
     thresholds: np.ndarray  # float64, by partner code
     loaded_at: str
     forest: CompiledForest | None = None  # None: scored by XGBoost itself
+    # Partners the version's report calls sparse (too few validation bids): explored more.
+    sparse_partners: frozenset[str] = frozenset()
     _plans: _PlanCache = field(default_factory=_PlanCache, compare=False, repr=False)
 
     @classmethod
@@ -108,6 +111,7 @@ class ServingModel:
             partners=tuple(spec.partners),
             thresholds=np.array([manifest.thresholds[p] for p in spec.partners], dtype=np.float64),
             loaded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            sparse_partners=_sparse_partners(version_dir, manifest),
         )
         model.smoke_test()
         return model
@@ -179,6 +183,13 @@ class CandidatePlan:
     thresholds: list[float]  # per candidate as reported; 0.0 for unknown ones
     hash_keys: list[bytes]  # what exploration hashes, per candidate
     partner_index: np.ndarray  # intp per candidate: the model's partner code, -1 if unknown
+    sparse: list[bool]  # per candidate: the model reports the partner as sparse
+    open_cutoffs: np.ndarray  # -inf per candidate: the control group's cutoffs (send everyone)
+    # Per-candidate exploration probabilities and whether any is above 0, by policy (see
+    # scoring.decide.Exploration).
+    explore_probabilities: dict[object, tuple[list[float], bool]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def build(cls, model: ServingModel, names: Sequence[str]) -> CandidatePlan:
@@ -196,7 +207,34 @@ class CandidatePlan:
             thresholds=np.where(index >= 0, cutoffs, 0.0).tolist(),
             hash_keys=[name.encode() for name in names],
             partner_index=index,
+            sparse=[name in model.sparse_partners for name in names],
+            open_cutoffs=np.full(len(names), -math.inf),
         )
+
+
+# A partner with these threshold methods in the report is sparse (when the report has no
+# ``sparse`` flag of its own): trained on too few validation bids for the usual quantile.
+_SPARSE_METHODS = frozenset({"smoothed", "unfiltered"})
+
+
+def _sparse_partners(version_dir: Path, manifest: Manifest) -> frozenset[str]:
+    """The partners ``report.json`` calls sparse: ``partners.<id>.sparse`` if it says, else a
+    ``threshold_method`` other than ``quantile``. No report (or one unreadable): none; a report
+    is advice on how much to explore, never a reason to refuse a version."""
+    if "report.json" not in manifest.files:
+        return frozenset()
+    try:
+        report = json.loads((version_dir / "report.json").read_text())
+        entries = report.get("partners", {})
+        return frozenset(
+            partner
+            for partner, entry in entries.items()
+            if partner in manifest.partners
+            and entry.get("sparse", entry.get("threshold_method") in _SPARSE_METHODS) is True
+        )
+    except (OSError, ValueError, AttributeError, TypeError) as error:
+        log.warning("report.json unreadable (%s): no partner is treated as sparse", error)
+        return frozenset()
 
 
 def _compiled(booster: xgb.Booster, spec: FeatureSpec) -> CompiledForest | None:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from bidfilter.openrtb import InvalidRequestError, ParseLimits, parse_bid_request
-from bidfilter.scoring import ServingModel, Verdict, decide, fail_open
+from bidfilter.scoring import Exploration, ServingModel, Verdict, decide, fail_open
 from bidfilter.server.metrics import Method, Result, WorkerMetrics
 from bidfilter.settings import Settings
 from bidfilter.thrift import (
@@ -48,6 +48,12 @@ class FilterService:
         self.model: ServingModel | None = None
         self.generation = 0
         self._limits = ParseLimits(max_bytes=settings.max_message_bytes)
+        self._exploration = Exploration(
+            rate=settings.exploration_rate,
+            min_partner=settings.min_partner_exploration,
+            sparse_partner=settings.sparse_partner_exploration,
+        )
+        self._control_share = settings.control_share
         self._errors_logged = 0
         # The IDL's methods: what answers a call of each.
         self._answers: dict[str, _Answer] = {
@@ -254,7 +260,8 @@ class FilterService:
                     bid_request,
                     candidates,
                     time.time_ns() // 1_000_000,
-                    self.settings.exploration_rate,
+                    control_share=self._control_share,
+                    exploration=self._exploration,
                 )
             except Exception as exc:
                 outcome = Outcome.FAIL_OPEN_ERROR
@@ -265,12 +272,17 @@ class FilterService:
         if verdict is None or outcome is not Outcome.SCORED:
             verdict = fail_open(candidates, model)
         self._count_partners(verdict)
+        control = None
+        if verdict.control:
+            control = True
+            self.metrics.add("control_requests")
         return FilterResponse(
             request_id=bid_request.id,
             decisions=verdict.decisions,
             model_version=model.version if model is not None else "",
             outcome=outcome,
             error=error,
+            control=control,
         )
 
     def _count_partners(self, verdict: Verdict) -> None:

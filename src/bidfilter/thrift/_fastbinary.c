@@ -32,15 +32,18 @@ static PyObject *filter_request_type;
 static PyTypeObject *filter_response_type;
 static PyTypeObject *partner_decision_type;
 
-enum { R_REQUEST_ID, R_DECISIONS, R_MODEL_VERSION, R_OUTCOME, R_SERVER_US, R_ERROR, R_COUNT };
+enum {
+    R_REQUEST_ID, R_DECISIONS, R_MODEL_VERSION, R_OUTCOME, R_SERVER_US, R_ERROR, R_CONTROL,
+    R_COUNT
+};
 static const char *const response_fields[R_COUNT] = {
-    "request_id", "decisions", "model_version", "outcome", "server_us", "error",
+    "request_id", "decisions", "model_version", "outcome", "server_us", "error", "control",
 };
 static Py_ssize_t response_offsets[R_COUNT];
 
-enum { D_PARTNER, D_PROBABILITY, D_SEND, D_EXPLORE, D_THRESHOLD, D_COUNT };
+enum { D_PARTNER, D_PROBABILITY, D_SEND, D_EXPLORE, D_THRESHOLD, D_PROPENSITY, D_COUNT };
 static const char *const decision_fields[D_COUNT] = {
-    "partner", "bid_probability", "send", "explore", "threshold",
+    "partner", "bid_probability", "send", "explore", "threshold", "propensity",
 };
 static Py_ssize_t decision_offsets[D_COUNT];
 
@@ -295,13 +298,16 @@ typedef struct {
     Py_ssize_t partner_size;
     double probability;
     double threshold;
+    double propensity;
     uint8_t send;
     uint8_t explore;
+    uint8_t has_propensity;
 } Decision;
 
 /* Per decision: partner field (3 + 4 + n), probability (3 + 8), two bools (3 + 1 each),
- * threshold (3 + 8), STOP. */
+ * threshold (3 + 8), STOP; and propensity (3 + 8) when set. */
 #define DECISION_FIXED (7 + 11 + 4 + 4 + 11 + 1)
+#define PROPENSITY_FIELD 11
 
 /* write_filter_reply(seqid: int, response: FilterResponse, framed: bool) -> bytes | None */
 static PyObject *write_filter_reply(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -329,9 +335,14 @@ static PyObject *write_filter_reply(PyObject *self, PyObject *const *args, Py_ss
     PyObject *outcome_obj = slot(response, response_offsets[R_OUTCOME]);
     PyObject *server_us_obj = slot(response, response_offsets[R_SERVER_US]);
     PyObject *error_obj = slot(response, response_offsets[R_ERROR]);
+    PyObject *control_obj = slot(response, response_offsets[R_CONTROL]);
     if (request_id == NULL || version == NULL || decisions == NULL || !PyList_CheckExact(decisions) ||
         outcome_obj == NULL || !PyLong_Check(outcome_obj) || server_us_obj == NULL ||
-        error_obj == NULL) {
+        error_obj == NULL || control_obj == NULL) {
+        Py_RETURN_NONE;
+    }
+    int control = control_obj == Py_None ? -1 : flag(control_obj); /* -1: absent */
+    if (control_obj != Py_None && control < 0) {
         Py_RETURN_NONE;
     }
     long outcome = PyLong_AsLongAndOverflow(outcome_obj, &overflow);
@@ -366,9 +377,10 @@ static PyObject *write_filter_reply(PyObject *self, PyObject *const *args, Py_ss
     PyObject *result = Py_None;
     /* message header (4 + 4 + 6 + 4), result field 0 (3), request_id (3 + 4 + n), decisions
      * list header (3 + 5), model_version (3 + 4 + n), outcome (3 + 4), server_us (3 + 8),
-     * error (3 + 4 + n), STOP x2 */
+     * error (3 + 4 + n), control (3 + 1), STOP x2 */
     Py_ssize_t total = (framed ? 4 : 0) + 18 + 3 + 7 + id_size + 8 + 7 + version_size + 7 +
-                       (has_server_us ? 11 : 0) + (error ? 7 + error_size : 0) + 2;
+                       (has_server_us ? 11 : 0) + (error ? 7 + error_size : 0) +
+                       (control >= 0 ? 4 : 0) + 2;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *d = PyList_GET_ITEM(decisions, i);
         if (!Py_IS_TYPE(d, partner_decision_type)) {
@@ -380,9 +392,11 @@ static PyObject *write_filter_reply(PyObject *self, PyObject *const *args, Py_ss
         PyObject *partner = slot(d, decision_offsets[D_PARTNER]);
         PyObject *send = slot(d, decision_offsets[D_SEND]);
         PyObject *explore = slot(d, decision_offsets[D_EXPLORE]);
+        PyObject *propensity = slot(d, decision_offsets[D_PROPENSITY]);
         if (partner == NULL || probability == NULL || threshold == NULL || send == NULL ||
-            explore == NULL || !PyFloat_CheckExact(probability) ||
-            !PyFloat_CheckExact(threshold) || flag(send) < 0 || flag(explore) < 0) {
+            explore == NULL || propensity == NULL || !PyFloat_CheckExact(probability) ||
+            !PyFloat_CheckExact(threshold) || flag(send) < 0 || flag(explore) < 0 ||
+            (propensity != Py_None && !PyFloat_CheckExact(propensity))) {
             goto done;
         }
         item->partner = utf8(partner, &item->partner_size);
@@ -393,7 +407,10 @@ static PyObject *write_filter_reply(PyObject *self, PyObject *const *args, Py_ss
         item->threshold = PyFloat_AS_DOUBLE(threshold);
         item->send = (uint8_t)flag(send);
         item->explore = (uint8_t)flag(explore);
-        total += DECISION_FIXED + item->partner_size;
+        item->has_propensity = propensity != Py_None;
+        item->propensity = item->has_propensity ? PyFloat_AS_DOUBLE(propensity) : 0.0;
+        total += DECISION_FIXED + item->partner_size +
+                 (item->has_propensity ? PROPENSITY_FIELD : 0);
     }
     if (total - (framed ? 4 : 0) > INT32_MAX) {
         goto done;
@@ -427,6 +444,10 @@ static PyObject *write_filter_reply(PyObject *self, PyObject *const *args, Py_ss
         *out++ = item->explore;
         out = put_field(out, TT_DOUBLE, 5);
         out = put_double(out, item->threshold);
+        if (item->has_propensity) {
+            out = put_field(out, TT_DOUBLE, 6);
+            out = put_double(out, item->propensity);
+        }
         *out++ = TT_STOP;
     }
     out = put_field(out, TT_STRING, 3);
@@ -440,6 +461,10 @@ static PyObject *write_filter_reply(PyObject *self, PyObject *const *args, Py_ss
     if (error) {
         out = put_field(out, TT_STRING, 6);
         out = put_string(out, error, error_size);
+    }
+    if (control >= 0) {
+        out = put_field(out, TT_BOOL, 7);
+        *out++ = (uint8_t)control;
     }
     *out++ = TT_STOP; /* FilterResponse */
     *out++ = TT_STOP; /* the result struct */

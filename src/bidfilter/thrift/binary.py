@@ -41,10 +41,15 @@ _FIELD_I32 = Struct(">bhi")  # field header + string length
 _LIST = Struct(">bi")
 _MAP = Struct(">bbi")
 _STRICT_BEGIN = Struct(">Ii")  # version | message type, name length
-# PartnerDecision after field 1: 2 double, 3 bool, 4 bool, 5 double, STOP (31 bytes).
+# PartnerDecision after field 1: 2 double, 3 bool, 4 bool, 5 double, STOP (31 bytes); or
+# with 6 (propensity, a double) before the STOP (42 bytes).
 _DECISION_TAIL = Struct(">bhdbh?bh?bhdb")
+_DECISION_TAIL_6 = Struct(">bhdbh?bh?bhdbhdb")
 
 _TAIL_SIZE: Final = _DECISION_TAIL.size
+_PROPENSITY = Struct(">bhdb")  # field 6 and the STOP, where the short tail has its STOP
+_PROPENSITY_SIZE: Final = _PROPENSITY.size - 1  # what field 6 adds
+_propensity_from = _PROPENSITY.unpack_from
 _u32_from = _U32.unpack_from
 _i16_from = _I16.unpack_from
 _i32_from = _I32.unpack_from
@@ -239,27 +244,41 @@ def _write_decisions(out: Parts, decisions: Sequence[PartnerDecision]) -> None:
     out.append(_LIST.pack(T_STRUCT, len(decisions)))
     append = out.append
     known = _partner_fields.fields.get
-    tail = _DECISION_TAIL.pack
+    tail, tail_6 = _DECISION_TAIL.pack, _DECISION_TAIL_6.pack
     for decision in decisions:
         append(known(decision.partner) or _partner_fields.add(decision.partner))
-        append(
-            tail(
-                T_DOUBLE, 2, decision.bid_probability,
-                T_BOOL, 3, decision.send,
-                T_BOOL, 4, decision.explore,
-                T_DOUBLE, 5, decision.threshold,
-                T_STOP,
-            )
-        )  # fmt: skip
+        propensity = decision.propensity
+        if propensity is None:
+            append(
+                tail(
+                    T_DOUBLE, 2, decision.bid_probability,
+                    T_BOOL, 3, decision.send,
+                    T_BOOL, 4, decision.explore,
+                    T_DOUBLE, 5, decision.threshold,
+                    T_STOP,
+                )
+            )  # fmt: skip
+        else:
+            append(
+                tail_6(
+                    T_DOUBLE, 2, decision.bid_probability,
+                    T_BOOL, 3, decision.send,
+                    T_BOOL, 4, decision.explore,
+                    T_DOUBLE, 5, decision.threshold,
+                    T_DOUBLE, 6, propensity,
+                    T_STOP,
+                )
+            )  # fmt: skip
 
 
-_TAIL_HEADERS: Final = (T_DOUBLE, 2, T_BOOL, 3, T_BOOL, 4, T_DOUBLE, 5, T_STOP)
+_TAIL_HEADERS: Final = (T_DOUBLE, 2, T_BOOL, 3, T_BOOL, 4, T_DOUBLE, 5)
 
 
 def _decisions_reader(generic: Reader[list[PartnerDecision]]) -> Reader[list[PartnerDecision]]:
     def read_decisions(buf: bytes, pos: int, depth: int) -> tuple[list[PartnerDecision], int]:
-        # Decisions in the layout every library writes (fields 1 to 5 in order, then STOP),
-        # two unpacks each; any other list is the generic reader's, from its start.
+        # Decisions in the layout every library writes (fields 1 to 5 in order, perhaps 6,
+        # then STOP), two or three unpacks each; any other list is the generic reader's, from
+        # its start.
         etype, count = _LIST.unpack_from(buf, pos)
         at, size = pos + 5, len(buf)
         if etype != T_STRUCT or not 0 <= count <= (size - at) // (7 + _TAIL_SIZE):
@@ -277,14 +296,22 @@ def _decisions_reader(generic: Reader[list[PartnerDecision]]) -> Reader[list[Par
             (t2, f2, probability, t3, f3, send, t4, f4, explore, t5, f5, threshold, stop) = (
                 _decision_tail_from(buf, end)
             )
-            if (t2, f2, t3, f3, t4, f4, t5, f5, stop) != _TAIL_HEADERS:
+            if (t2, f2, t3, f3, t4, f4, t5, f5) != _TAIL_HEADERS:
                 return generic(buf, pos, depth)
+            at = end + _TAIL_SIZE
+            propensity = None
+            if stop != T_STOP:  # the STOP's place: field 6, or the generic reader's case
+                if stop != T_DOUBLE or at + _PROPENSITY_SIZE > size:
+                    return generic(buf, pos, depth)
+                (f6, propensity, stop) = _propensity_from(buf, at - 1)[1:]
+                if f6 != 6 or stop != T_STOP:
+                    return generic(buf, pos, depth)
+                at += _PROPENSITY_SIZE
             try:
                 partner = buf[start:end].decode()
             except UnicodeDecodeError:
                 return generic(buf, pos, depth)
-            append(PartnerDecision(partner, probability, send, explore, threshold))
-            at = end + _TAIL_SIZE
+            append(PartnerDecision(partner, probability, send, explore, threshold, propensity))
         return decisions, at
 
     return read_decisions

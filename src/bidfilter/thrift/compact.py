@@ -38,9 +38,11 @@ _MIN_SIZES: Final = {ctype: _FIXED_WIDTH.get(ctype, 1) for ctype in TYPE_NAMES}
 
 _DOUBLE = Struct("<d")
 # PartnerDecision after field 1: header + double, send header, explore header, header +
-# double, STOP (21 bytes).
+# double, STOP (21 bytes); or with field 6 (header + double, propensity) before the STOP.
 _DECISION_TAIL = Struct("<BdBBBdB")
+_DECISION_TAIL_6 = Struct("<BdBBBdBdB")
 _TAIL_SIZE: Final = _DECISION_TAIL.size
+_PROPENSITY_SIZE: Final = _DECISION_TAIL_6.size - _TAIL_SIZE  # what field 6 adds
 _double_from = _DOUBLE.unpack_from
 _decision_tail_from = _DECISION_TAIL.unpack_from
 
@@ -297,22 +299,30 @@ _partner_fields = FieldCache(_partner_field)
 
 def _write_decisions(out: Parts, decisions: Sequence[PartnerDecision]) -> None:
     _write_list_begin(out, C_STRUCT, len(decisions))
-    append, tail = out.append, _DECISION_TAIL.pack
+    append, tail, tail_6 = out.append, _DECISION_TAIL.pack, _DECISION_TAIL_6.pack
     known = _partner_fields.fields.get
     for decision in decisions:
         append(known(decision.partner) or _partner_fields.add(decision.partner))
-        append(tail(
-            0x17, decision.bid_probability,
-            0x11 if decision.send else 0x12, 0x11 if decision.explore else 0x12,
-            0x17, decision.threshold, C_STOP,
-        ))  # fmt: skip
+        propensity = decision.propensity
+        if propensity is None:
+            append(tail(
+                0x17, decision.bid_probability,
+                0x11 if decision.send else 0x12, 0x11 if decision.explore else 0x12,
+                0x17, decision.threshold, C_STOP,
+            ))  # fmt: skip
+        else:
+            append(tail_6(
+                0x17, decision.bid_probability,
+                0x11 if decision.send else 0x12, 0x11 if decision.explore else 0x12,
+                0x17, decision.threshold, 0x17, propensity, C_STOP,
+            ))  # fmt: skip
 
 
 def _decisions_reader(generic: Reader[list[PartnerDecision]]) -> Reader[list[PartnerDecision]]:
     def read_decisions(buf: bytes, pos: int, depth: int) -> tuple[list[PartnerDecision], int]:
-        # Decisions in the layout every library writes (fields 1 to 5 in order, then STOP; a
-        # partner name under 128 bytes), one unpack past the partner; any other list is the
-        # generic reader's, from its start.
+        # Decisions in the layout every library writes (fields 1 to 5 in order, perhaps 6,
+        # then STOP; a partner name under 128 bytes), one or two unpacks past the partner; any
+        # other list is the generic reader's, from its start.
         etype, count, at = _read_list_begin(buf, pos)
         size = len(buf)
         if etype != C_STRUCT or count > (size - at) // (2 + _TAIL_SIZE):
@@ -328,15 +338,21 @@ def _decisions_reader(generic: Reader[list[PartnerDecision]]) -> Reader[list[Par
             if end + _TAIL_SIZE > size:
                 return generic(buf, pos, depth)
             (h2, probability, h3, h4, h5, threshold, stop) = _decision_tail_from(buf, end)
-            if not (h2 == h5 == 0x17 and stop == C_STOP and h3 in _BOOLS and h4 in _BOOLS):
+            if not (h2 == h5 == 0x17 and h3 in _BOOLS and h4 in _BOOLS):
                 return generic(buf, pos, depth)
+            at = end + _TAIL_SIZE
+            propensity = None
+            if stop != C_STOP:  # the STOP's place: field 6, or the generic reader's case
+                if stop != 0x17 or at + _PROPENSITY_SIZE > size or buf[at + 8] != C_STOP:
+                    return generic(buf, pos, depth)
+                (propensity,) = _double_from(buf, at)
+                at += _PROPENSITY_SIZE
             try:
                 partner = buf[start:end].decode()
             except UnicodeDecodeError:
                 return generic(buf, pos, depth)
             send, explore = h3 == 0x11, h4 == 0x11
-            append(PartnerDecision(partner, probability, send, explore, threshold))
-            at = end + _TAIL_SIZE
+            append(PartnerDecision(partner, probability, send, explore, threshold, propensity))
         return decisions, at
 
     return read_decisions
@@ -422,6 +438,9 @@ def _write_response(out: Parts, response: FilterResponse) -> None:
     if response.error is not None:
         append(_BYTES[(6 - last) << 4 | C_BINARY])
         _write_string(out, response.error)
+        last = 6
+    if response.control is not None:
+        append(_BYTES[(7 - last) << 4 | (C_TRUE if response.control else C_FALSE)])
     append(b"\x00")
 
 

@@ -103,6 +103,7 @@ STRUCTS: Final[Mapping[type, tuple[Field, ...]]] = {
         Field(3, "send", "bool"),
         Field(4, "explore", "bool"),
         Field(5, "threshold", "double"),
+        Field(6, "propensity", "double", OPTIONAL),
     ),
     FilterResponse: (
         Field(1, "request_id", "string"),
@@ -111,6 +112,7 @@ STRUCTS: Final[Mapping[type, tuple[Field, ...]]] = {
         Field(4, "outcome", Outcome),
         Field(5, "server_us", "i64", OPTIONAL),
         Field(6, "error", "string", OPTIONAL),
+        Field(7, "control", "bool", OPTIONAL),
     ),
     ModelInfo: (
         Field(1, "version", "string"),

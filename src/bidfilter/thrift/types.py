@@ -38,6 +38,7 @@ class PartnerDecision(msgspec.Struct, gc=False):
     send: bool
     explore: bool
     threshold: float
+    propensity: float | None = None
 
 
 class FilterResponse(msgspec.Struct, gc=False):
@@ -49,6 +50,7 @@ class FilterResponse(msgspec.Struct, gc=False):
     outcome: Outcome
     server_us: int | None = None
     error: str | None = None
+    control: bool | None = None
 
 
 class ModelInfo(msgspec.Struct, gc=False):

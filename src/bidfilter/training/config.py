@@ -119,6 +119,8 @@ class TrainConfig:
     # calls before it is filtered again: with fewer, its bids among the calls not made cannot be
     # estimated, and it is sent everything (the report says so).
     min_explored_calls: int = 200
+    # The PNGs beside report.json; a simulation that retrains daily goes without them.
+    plots: bool = True
 
     def __post_init__(self) -> None:
         for partner, recall in {"*": self.target_recall, **self.partner_recall}.items():

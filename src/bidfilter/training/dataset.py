@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from bidfilter.features import FeatureSpec, RequestFeatureBuilder, load_usd_rates
 from bidfilter.features.affinity import PartnerAffinities, TrainingPairs
+from bidfilter.features.extract import Features
 from bidfilter.logs import iter_log_batches, log_files
 from bidfilter.openrtb import InvalidRequestError, parse_bid_request
 from bidfilter.training.config import DatasetConfig
@@ -161,14 +162,22 @@ def recency_weights(ts_ms: np.ndarray, until_ms: int, half_life_days: float) -> 
     return weights
 
 
+# What feature extraction made of each logged request, by request id: a caller that trains
+# again and again on overlapping windows of the same logs (the closed-loop simulation) keeps it
+# rather than parse every request again. Valid for one currency-rate table.
+ExtractedCache = MutableMapping[str, Features]
+
+
 def build_dataset(
     logs: str | os.PathLike[str],
     config: DatasetConfig | None = None,
     progress: Callable[[int], object] | None = None,
+    extracted: ExtractedCache | None = None,
 ) -> TrainingData:
     """Read every log record once and return the train/validation/test rows.
 
-    ``progress`` is called with the number of requests just processed (for a progress bar).
+    ``progress`` is called with the number of requests just processed (for a progress bar);
+    ``extracted``, if given, is read and filled by request id (see :data:`ExtractedCache`).
     """
     config = config or DatasetConfig()
     valid_start, test_start = split_points(_timestamps(logs), config, logs)
@@ -187,19 +196,28 @@ def build_dataset(
     pair_control: list[np.ndarray] = []
     filtered_of_id = np.zeros(0, np.int64)  # per partner id: see ExplorationCount
     explored_of_id = np.zeros(0, np.int64)
+    columns = ["ts", "request", "partners", "control"]
     for batch in iter_log_batches(
-        logs, columns=["ts", "request", "partners", "control"], batch_size=config.batch_size
+        logs,
+        columns=columns if extracted is None else [*columns, "request_id"],
+        batch_size=config.batch_size,
     ):
         ts = batch.column("ts").cast(pa.int64()).to_numpy()
         keep = np.ones(len(ts), dtype=bool)
+        ids = None if extracted is None else batch.column("request_id").to_pylist()
         for row, text in enumerate(batch.column("request").to_pylist()):
+            if extracted is not None and ids is not None and ids[row] in extracted:
+                builder.add_extracted(extracted[ids[row]])
+                continue
             try:
                 request = parse_bid_request(text)
             except InvalidRequestError as error:
                 keep[row] = False
                 skipped[error.field] = skipped.get(error.field, 0) + 1
                 continue
-            builder.add(request, int(ts[row]))
+            features = builder.add(request, int(ts[row]))
+            if extracted is not None and ids is not None:
+                extracted[ids[row]] = features
         # Map each kept request of this batch to its global row in the request matrix.
         global_row = np.full(len(ts), -1, dtype=np.int64)
         global_row[keep] = np.arange(kept, kept + int(keep.sum()))

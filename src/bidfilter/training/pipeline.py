@@ -26,6 +26,7 @@ from bidfilter.features import FEATURE_SPEC_VERSION, FeatureSpec
 from bidfilter.training.config import MIN_BIDS_TO_FILTER, TrainConfig
 from bidfilter.training.dataset import (
     ExplorationCount,
+    ExtractedCache,
     SplitRows,
     TrainingData,
     build_dataset,
@@ -49,12 +50,18 @@ log = logging.getLogger(__name__)
 REPORT_FILE = "report.json"
 
 
+# Decides, before a version is published, whether LATEST moves to it: called with the complete
+# version directory; returns (promote, a record of why, kept in the report as "promotion").
+PromotionGate = Callable[[Path], tuple[bool, dict[str, Any]]]
+
+
 @dataclass(frozen=True, slots=True)
 class TrainResult:
     version: str
     store_uri: str
     report: dict[str, Any]
     seconds: float
+    promoted: bool = True  # LATEST points at the version (a gate may have held it back)
 
     def summary(self) -> dict[str, Any]:
         test = self.report["test"]
@@ -286,15 +293,19 @@ def train(
     *,
     progress: bool = False,
     on_stage: Callable[[str], None] | None = None,
+    gate: PromotionGate | None = None,
+    extracted: ExtractedCache | None = None,
 ) -> TrainResult:
-    """Train on ``logs``, choose thresholds, evaluate, and publish a new version to ``store``."""
+    """Train on ``logs``, choose thresholds, evaluate, and publish a new version to ``store``
+    (pointing LATEST at it unless ``gate`` says otherwise; ``extracted``: see
+    :data:`~bidfilter.training.dataset.ExtractedCache`)."""
     config = config or TrainConfig()
     started = time.monotonic()
     stage = stage_reporter(on_stage)
 
     stage(f"reading logs from {logs}")
     with _bar(count_rows(logs), "features", progress) as bar:
-        data = build_dataset(logs, config.dataset, progress=bar.update)
+        data = build_dataset(logs, config.dataset, progress=bar.update, extracted=extracted)
     summary = DatasetSummary.of(data)
     stage(summary.describe(config.dataset.negative_rate))
     boosters = len(data.spec.partners) if config.model.per_partner else 1
@@ -306,7 +317,9 @@ def train(
         ScoredRows.of(model.predict_rows(rows), rows) for rows in (data.valid, data.test)
     )
     signals = model.partner_signals(data.valid)
-    return publish_trained(model, summary, valid, test, config, store, stage, started, signals)
+    return publish_trained(
+        model, summary, valid, test, config, store, stage, started, signals, gate
+    )
 
 
 def publish_trained(
@@ -319,9 +332,12 @@ def publish_trained(
     stage: Callable[[str], None],
     started: float,
     signals: dict[str, list[dict[str, Any]]],
+    gate: PromotionGate | None = None,
 ) -> TrainResult:
     """Choose each partner's threshold on ``valid``, evaluate on ``test``, and publish a version
     (model, report, plots, manifest) to ``store``: the steps after fitting, for either engine.
+    With ``gate``, LATEST moves to it only if the gate says so (the version is published
+    either way, its report saying why).
 
     ``started`` is the ``time.monotonic()`` at which the run began.
     """
@@ -356,33 +372,47 @@ def publish_trained(
         folder.mkdir()
         model.save(folder)
         (folder / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
-        plot_savings_vs_recall(
-            folder / SAVINGS_PLOT,
-            test.scores,
-            test.bids,
-            test.partners,
-            data.spec.partners,
-            thresholds,
-            test.oracle,
-        )
-        plot_calibration(folder / CALIBRATION_PLOT, test.scores, test.bids)
-        plot_signals(folder / SIGNALS_PLOT, signals)
-        if report["drift"] is not None:
-            plot_drift(folder / DRIFT_PLOT, report["drift"])
-        write_manifest(
-            folder,
-            version=version,
-            data_start=data.data_start,
-            data_end=data.data_end,
-            feature_spec=data.spec.to_dict(),
-            feature_spec_version=FEATURE_SPEC_VERSION,
-            model_file=MODEL_FILE,
-            partners=data.spec.partners,
-            thresholds=thresholds,
-            metrics={"test": metrics},
-        )
-        stage(f"publishing version {version} to {store.uri}")
-        store.publish(folder)
+        if config.plots:
+            plot_savings_vs_recall(
+                folder / SAVINGS_PLOT,
+                test.scores,
+                test.bids,
+                test.partners,
+                data.spec.partners,
+                thresholds,
+                test.oracle,
+            )
+            plot_calibration(folder / CALIBRATION_PLOT, test.scores, test.bids)
+            plot_signals(folder / SIGNALS_PLOT, signals)
+            if report["drift"] is not None:
+                plot_drift(folder / DRIFT_PLOT, report["drift"])
+
+        def manifest() -> None:
+            write_manifest(
+                folder,
+                version=version,
+                data_start=data.data_start,
+                data_end=data.data_end,
+                feature_spec=data.spec.to_dict(),
+                feature_spec_version=FEATURE_SPEC_VERSION,
+                model_file=MODEL_FILE,
+                partners=data.spec.partners,
+                thresholds=thresholds,
+                metrics={"test": metrics},
+            )
+
+        manifest()
+        promote = True
+        if gate is not None:
+            promote, report["promotion"] = gate(folder)
+            (folder / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+            manifest()  # the report changed: its checksum with it
+        stage(f"publishing version {version} to {store.uri}" + ("" if promote else " (not LATEST)"))
+        store.publish(folder, promote=promote)
     return TrainResult(
-        version=version, store_uri=store.uri, report=report, seconds=time.monotonic() - started
+        version=version,
+        store_uri=store.uri,
+        report=report,
+        seconds=time.monotonic() - started,
+        promoted=promote,
     )

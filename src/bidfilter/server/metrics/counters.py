@@ -81,6 +81,7 @@ GAUGES = (
     "pending_calls",
     "model_generation",
     "model_load_failures",
+    "control_requests",
 )
 
 _N_RESULTS = len(Result)

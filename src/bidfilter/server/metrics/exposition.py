@@ -186,6 +186,12 @@ def render(
             "Connections closed for bytes that are not Thrift.",
         ),
         ("pending_calls", "bidfilter_pending_calls", "gauge", "Calls received, not yet answered."),
+        (
+            "control_requests",
+            "bidfilter_control_requests_total",
+            "counter",
+            "Requests in the control group: scored, sent to every candidate, flagged control.",
+        ),
     ):
         metric(name, kind, help_text)
         lines.append(f"{name} {gauge_value(totals, gauge):.0f}")

@@ -3,8 +3,9 @@
 Rows come from :mod:`bidfilter.training.spark.dataset` (the same features, split and sampling
 rules); XGBoost's Spark estimator fits the trees with the local engine's hyperparameters; the
 validation and test rows are scored on the cluster by :meth:`BidModel.predict`, and only
-(score, bid, partner, oracle) come back to the driver, where the local engine's own steps choose
-thresholds, write the report and publish (:func:`~bidfilter.training.pipeline.publish_trained`).
+(score, bid, partner, oracle, time, weight, control flag) come back to the driver, where the
+local engine's own steps choose thresholds, write the report and publish
+(:func:`~bidfilter.training.pipeline.publish_trained`).
 A version trained here is indistinguishable in form from one trained locally.
 """
 
@@ -107,7 +108,9 @@ def score_on_spark(data: SparkDataset, model: BidModel) -> tuple[ScoredRows, Sco
     spark = data.rows.sparkSession
     scored = (
         data.rows.where(sf.col("split") != 0)
-        .select("split", "ts_ms", "partner_code", "bid", "oracle_p", "features")
+        .select(
+            "split", "ts_ms", "partner_code", "bid", "oracle_p", "weight", "control", "features"
+        )
         .mapInArrow(
             partial(
                 bid_probabilities,
@@ -119,16 +122,33 @@ def score_on_spark(data: SparkDataset, model: BidModel) -> tuple[ScoredRows, Sco
         )
         .toArrow()
     )
-    split, scores, bids, partners, oracle, ts = (
+    split, scores, bids, partners, oracle, ts, weights, control = (
         scored.column(name).to_numpy()
-        for name in ("split", "score", "bid", "partner_code", "oracle_p", "ts_ms")
+        for name in (
+            "split",
+            "score",
+            "bid",
+            "partner_code",
+            "oracle_p",
+            "ts_ms",
+            "weight",
+            "control",
+        )
     )
     del scored  # the largest thing the driver holds: keep one copy of it
 
     def rows_of(code: int) -> ScoredRows:
         chosen = split == code
         return ScoredRows(
-            scores[chosen], bids[chosen], partners[chosen], oracle[chosen], ts[chosen]
+            scores[chosen],
+            bids[chosen],
+            partners[chosen],
+            oracle[chosen],
+            ts[chosen],
+            # As locally: validation and test rows weigh their inverse propensity (nothing else)
+            # when a filter shaped the logs, and are unweighted otherwise.
+            weights[chosen] if data.inverse_propensity else None,
+            control[chosen],
         )
 
     return rows_of(1), rows_of(2)

@@ -32,16 +32,18 @@ REQUEST_FACTS_SCHEMA = ", ".join(
         "split byte",
         "refused_field string",
         "partner_names array<string>",
+        "least_propensity float",
         *(f"{name} string" for name in CATEGORICAL_FEATURES),
         *(f"set_{name} array<string>" for name in SET_FEATURES),
     ]
 )
 MODEL_ROWS_SCHEMA = (
     "request_id string, ts_ms long, partner string, partner_code int, split byte, bid boolean,"
-    " oracle_p float, features array<float>"
+    " oracle_p float, propensity float, control boolean, features array<float>"
 )
 SCORES_SCHEMA = (
-    "split byte, ts_ms long, partner_code int, bid boolean, oracle_p float, score double"
+    "split byte, ts_ms long, partner_code int, bid boolean, oracle_p float, weight float,"
+    " control boolean, score double"
 )
 _NO_CATEGORICAL_VALUES: tuple[None, ...] = (None,) * len(CATEGORICAL_FEATURES)
 _NO_SET_MEMBERS: tuple[list[str], ...] = tuple([] for _ in SET_FEATURES)
@@ -54,8 +56,9 @@ def request_facts(
     usd_per_unit: Mapping[str, float],
 ) -> Iterator[pa.RecordBatch]:
     """Pass 1 over the logs: per request, its ``ts_ms``, ``split``, the field the parser refused
-    (null if valid), its ``partner_names`` (passed through), its raw categorical values and the
-    members of its set features."""
+    (null if valid), its ``partner_names`` (the partners it was sent to) and
+    ``least_propensity`` (the least propensity of those; both passed through), its raw
+    categorical values and the members of its set features."""
     for batch in batches:
         ts = batch.column("ts_ms").to_numpy()
         refused: list[str | None] = []
@@ -81,6 +84,7 @@ def request_facts(
                 pa.array(split_of(ts, valid_start, test_start)),
                 pa.array(refused, pa.string()),
                 batch.column("partner_names"),
+                batch.column("least_propensity"),
                 *(pa.array(column, pa.string()) for column in values),
                 *(pa.array(column, pa.list_(pa.string())) for column in members),
             ],
@@ -89,6 +93,7 @@ def request_facts(
                 "split",
                 "refused_field",
                 "partner_names",
+                "least_propensity",
                 *CATEGORICAL_FEATURES,
                 *(f"set_{name}" for name in SET_FEATURES),
             ],
@@ -98,8 +103,10 @@ def request_facts(
 def model_rows(
     batches: Iterator[pa.RecordBatch], spec: FeatureSpec, valid_start: int, test_start: int
 ) -> Iterator[pa.RecordBatch]:
-    """Pass 2 over the logs: the model row of every (valid request, partner in ``spec``), by the
-    server's encoder, with the request id, partner, split, bid and oracle beside it."""
+    """Pass 2 over the logs: the model row of every (valid request, partner in ``spec`` it was
+    sent to), by the server's encoder, with the request id, partner, split, bid, oracle,
+    propensity and the request's control flag beside it. An unsent entry has no label: as
+    locally, it is no row at all."""
     encoder = FeatureEncoder(spec)
     width = len(spec.names)
     for batch in batches:
@@ -110,6 +117,7 @@ def model_rows(
         starts = np.concatenate([[0], np.cumsum(lengths)])
         flat = pc.list_flatten(outcomes)
         names = flat.field("partner").to_pylist()
+        sent = flat.field("sent").to_numpy(zero_copy_only=False).astype(bool)
         blocks: list[np.ndarray] = []
         request_of_row: list[int] = []
         outcome_of_row: list[int] = []
@@ -121,7 +129,7 @@ def model_rows(
             known = [
                 outcome
                 for outcome in range(starts[row], starts[row + 1])
-                if names[outcome] in encoder.partner_codes
+                if sent[outcome] and names[outcome] in encoder.partner_codes
             ]
             if not known:
                 continue
@@ -132,6 +140,7 @@ def model_rows(
         requests = np.asarray(request_of_row, dtype=np.int64)
         chosen = np.asarray(outcome_of_row, dtype=np.int64)
         oracle = flat.field("oracle_p").to_numpy(zero_copy_only=False).astype(np.float32)
+        propensity = flat.field("propensity").to_numpy(zero_copy_only=False).astype(np.float32)
         yield pa.RecordBatch.from_arrays(
             [
                 batch.column("request_id").take(pa.array(requests)),
@@ -141,6 +150,8 @@ def model_rows(
                 pa.array(split[requests]),
                 flat.field("bid").take(pa.array(chosen)),
                 pa.array(oracle[chosen]),
+                pa.array(propensity[chosen]),
+                batch.column("control").take(pa.array(requests)),
                 pa.ListArray.from_arrays(
                     pa.array(np.arange(0, features.size + 1, width, dtype=np.int32)),
                     pa.array(features.ravel()),
@@ -154,6 +165,8 @@ def model_rows(
                 "split",
                 "bid",
                 "oracle_p",
+                "propensity",
+                "control",
                 "features",
             ],
         )
@@ -162,8 +175,9 @@ def model_rows(
 def bid_probabilities(
     batches: Iterator[pa.RecordBatch], model_bytes: bytes, spec: FeatureSpec, threads: int
 ) -> Iterator[pa.RecordBatch]:
-    """Model rows (as :data:`MODEL_ROWS_SCHEMA`) scored by :meth:`BidModel.predict`; only what
-    thresholds and the report need is kept beside the score."""
+    """Model rows (as :data:`MODEL_ROWS_SCHEMA`, with their ``weight``) scored by
+    :meth:`BidModel.predict`; only what thresholds and the report need is kept beside the
+    score."""
     # Imported here: XGBoost (and the scikit-learn it loads) costs seconds per worker process,
     # and the feature passes do not need it.
     import xgboost as xgb
@@ -182,7 +196,18 @@ def bid_probabilities(
                 batch.column("partner_code"),
                 batch.column("bid"),
                 batch.column("oracle_p"),
+                batch.column("weight"),
+                batch.column("control"),
                 pa.array(model.predict(features)),
             ],
-            names=["split", "ts_ms", "partner_code", "bid", "oracle_p", "score"],
+            names=[
+                "split",
+                "ts_ms",
+                "partner_code",
+                "bid",
+                "oracle_p",
+                "weight",
+                "control",
+                "score",
+            ],
         )

@@ -1,0 +1,82 @@
+/* Test data: the IDL before PartnerDecision.propensity and FilterResponse.control, kept
+ * unchanged so tests can check that clients generated from it read newer servers' replies. */
+
+/*
+ * bidfilter wire contract: which demand partners should an OpenRTB bid request be sent to?
+ *
+ * Generate a client with the Apache Thrift compiler, e.g.
+ *   thrift --gen java bidfilter.thrift    (or go, cpp, py, ...)
+ * The server speaks the binary and compact protocols, framed or unframed, detected per connection.
+ *
+ * Compatibility: the names, field ids and types below never change. New methods and new
+ * optional fields may be added.
+ */
+
+namespace java io.bidfilter.thrift
+namespace go bidfilter
+namespace cpp bidfilter
+namespace py bidfilter_thrift
+
+/* The request was refused; `field` names the offending field (a JSON path such as imp[0].id). */
+exception InvalidRequest {
+  1: string message,
+  2: string field
+}
+
+/* How a response was produced. Every FAIL_OPEN_* answer sends the request to all candidates. */
+enum Outcome {
+  SCORED = 0,
+  FAIL_OPEN_NO_MODEL = 1,
+  FAIL_OPEN_DEADLINE = 2,
+  FAIL_OPEN_OVERLOAD = 3,
+  FAIL_OPEN_ERROR = 4
+}
+
+struct FilterRequest {
+  /* OpenRTB 2.5/2.6 BidRequest, UTF-8 JSON. */
+  1: required binary openrtb,
+  /* Partners to decide on; absent = every partner the model knows. */
+  2: optional list<string> candidates,
+  /* Answer within this many milliseconds or fail open; absent = a share of the request's tmax;
+     0 or less is refused (InvalidRequest, field deadline_ms). */
+  3: optional i32 deadline_ms
+}
+
+struct PartnerDecision {
+  1: required string partner,
+  /* Predicted probability that the partner bids; -1 for a partner the model does not know. */
+  2: required double bid_probability,
+  /* Send the request to this partner. */
+  3: required bool send,
+  /* Sent although below the threshold, to keep learning about such requests. */
+  4: required bool explore,
+  5: required double threshold
+}
+
+struct FilterResponse {
+  /* The OpenRTB request id. */
+  1: required string request_id,
+  /* One per candidate, in candidate order. */
+  2: required list<PartnerDecision> decisions,
+  3: required string model_version,
+  4: required Outcome outcome,
+  /* Time spent in the server, microseconds. */
+  5: optional i64 server_us,
+  /* Why this item of a batch was not scored (filter_batch only). */
+  6: optional string error
+}
+
+struct ModelInfo {
+  1: required string version,
+  2: required list<string> partners,
+  3: required map<string, double> thresholds,
+  /* ISO-8601 UTC time the serving process loaded this version. */
+  4: required string loaded_at
+}
+
+service BidFilter {
+  FilterResponse filter(1: FilterRequest request) throws (1: InvalidRequest invalid),
+  list<FilterResponse> filter_batch(1: list<FilterRequest> requests),
+  ModelInfo model_info(),
+  string ping()
+}

@@ -56,7 +56,7 @@ class LoopConfig:
     requests_per_day: int = 20_000
     partners: int = 20
     seed: int = 0
-    window_days: int = 7
+    window_days: int = 5
     # Serving, the same for every policy: what they differ in is what their training sees.
     exploration: float = 0.05
     control_share: float = 0.02
@@ -65,7 +65,7 @@ class LoopConfig:
     # Retraining: train's defaults but for a faster booster (a daily retrain of 20 partners on a
     # week of traffic, three times a day in the simulation) and a short recency half-life, so
     # that a partner that changed weighs by its new behaviour within days.
-    trees: int = 120
+    trees: int = 60
     learning_rate: float = 0.3
     recency_half_life_days: float = 2.0
     retarget_day: float | None = None  # default: half-way

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bidfilter.artifact import open_store
 from bidfilter.cli import main
 from bidfilter.learning.evidence import Evidence, Figures
 from bidfilter.learning.promotion import PromotionPolicy, judge, latest_window
+from bidfilter.logs import AuctionLogWriter, auction_batch
 from bidfilter.synth import generate
 
 POLICY = PromotionPolicy(target_recall=0.99, recall_tolerance=0.01, savings_tolerance=0.02)
@@ -85,3 +87,28 @@ def test_retrain_promotes_then_refuses_a_worse_candidate(
     assert report["promotion"]["promoted"] is False
     assert report["promotion"]["current_version"] == first["version"]
     assert 'bidfilter_retrain_decisions_total{decision="promoted"} 1' in metrics.read_text()
+
+
+def test_evidence_holds_the_labelled_entries_weighted_by_inverse_propensity(
+    tmp_path: Path,
+) -> None:
+    day = 1_714_564_800_000  # 2024-05-01 12:00 UTC
+    batch = auction_batch(
+        np.array([day, day + 1000, day + 2000]),
+        ["r0", "r1", "r2"],
+        [json.dumps({"id": f"r{i}", "imp": [{"id": "1", "banner": {"w": 300, "h": 250}}]})
+         for i in range(3)],
+        np.array([0, 2, 4, 6], dtype=np.int32),
+        ["a", "b"] * 3,
+        np.array([True, False, False, False, True, True]),
+        np.array([1.0, 0.0, 0.0, 0.0, 2.0, 3.0]),
+        sent=np.array([True, False, True, False, True, True]),
+        propensity=np.array([1.0, 0.0, 1.0, 0.25, 1.0, 0.25]),
+    )  # fmt: skip
+    with AuctionLogWriter(tmp_path / "logs") as writer:
+        writer.write(batch)
+    evidence = Evidence.from_logs(tmp_path / "logs", since_ms=day + 500)
+    assert len(evidence) == 2 and evidence.partners == ["a", "a", "b"]
+    assert evidence.offsets.tolist() == [0, 1, 3]
+    assert evidence.weights.tolist() == [1.0, 1.0, 4.0]
+    assert evidence.bids.tolist() == [False, True, True]

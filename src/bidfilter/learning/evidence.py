@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from bidfilter.logs import iter_log_batches, log_files
 from bidfilter.openrtb import BidRequest, InvalidRequestError, parse_bid_request
@@ -79,8 +78,9 @@ class Evidence:
         for batch in iter_log_batches(logs, columns=["ts", "request", "partners"]):
             ts = batch.column("ts").cast(pa.int64()).to_numpy()
             lists = batch.column("partners")
-            flat = pc.list_flatten(lists)
-            parents = pc.list_parent_indices(lists).to_numpy()
+            flat = lists.flatten()
+            offsets = lists.offsets.to_numpy()
+            offsets = offsets - offsets[0]  # a sliced batch's offsets start past 0; flatten's not
             sent = flat.field("sent").to_numpy(zero_copy_only=False).astype(bool)
             names = np.asarray(flat.field("partner").to_pylist(), dtype=object)
             bid = flat.field("bid").to_numpy(zero_copy_only=False).astype(bool)
@@ -90,10 +90,11 @@ class Evidence:
                     request = parse_bid_request(batch.column("request")[row].as_py())
                 except InvalidRequestError:
                     continue  # training skips it too
-                mine = (parents == row) & sent
+                start, end = int(offsets[row]), int(offsets[row + 1])
+                mine = np.flatnonzero(sent[start:end]) + start
                 requests.append(request)
                 stamps.append(int(ts[row]))
-                lengths.append(int(mine.sum()))
+                lengths.append(len(mine))
                 partners.extend(names[mine].tolist())
                 bids.append(bid[mine])
                 weights.append(1.0 / np.maximum(propensity[mine], min_propensity))

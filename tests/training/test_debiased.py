@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
 import pytest
+from filtered_logs import as_filtered
 
 from bidfilter.artifact import open_store
-from bidfilter.logs import AuctionLogWriter, auction_batch, iter_log_batches
+from bidfilter.logs import AuctionLogWriter, iter_log_batches
 from bidfilter.synth import generate
 from bidfilter.training.config import DatasetConfig, ModelConfig, TrainConfig
 from bidfilter.training.dataset import build_dataset
@@ -90,34 +90,7 @@ def _filtered_copy(source: Path, out: Path) -> None:
     rng = np.random.default_rng(5)
     with AuctionLogWriter(out) as writer:
         for batch in iter_log_batches(source):
-            lists = batch.column("partners")
-            flat = pc.list_flatten(lists)
-            partner = np.asarray(flat.field("partner").to_pylist())
-            oracle = flat.field("oracle_p").to_numpy()
-            bids = flat.field("bid").to_numpy(zero_copy_only=False)
-            prices = flat.field("price").to_numpy()
-            parents = pc.list_parent_indices(lists).to_numpy()
-            control = np.arange(len(batch)) % 10 == 0
-            high = oracle >= np.quantile(oracle, 0.6)
-            propensity = np.ones(len(partner))
-            propensity[~high] = np.where(partner[~high] == "dsp-02", 0.001, 0.25)
-            propensity[control[parents]] = 1.0
-            sent = rng.random(len(partner)) < propensity
-            writer.write(
-                auction_batch(
-                    batch.column("ts").cast("int64").to_numpy(),
-                    batch.column("request_id").to_pylist(),
-                    batch.column("request").to_pylist(),
-                    lists.offsets.to_numpy(),
-                    partner.tolist(),
-                    bids & sent,
-                    np.where(sent, prices, 0.0),
-                    oracle,
-                    sent=sent,
-                    propensity=propensity,
-                    control=control,
-                )
-            )
+            writer.write(as_filtered(batch, rng))
 
 
 @pytest.fixture(scope="module")

@@ -27,11 +27,12 @@ pytest.importorskip("xgboost.spark")
 if shutil.which("java") is None:
     pytest.skip("Spark needs a Java runtime (java on PATH)", allow_module_level=True)
 
+from filtered_logs import as_filtered
 from pyspark.sql import SparkSession
 
 from bidfilter.artifact import open_store, verify
 from bidfilter.cli import main
-from bidfilter.logs import AuctionLogWriter, auction_batch, iter_log_batches, log_files
+from bidfilter.logs import AuctionLogWriter, iter_log_batches, log_files
 from bidfilter.openrtb import InvalidRequestError, parse_bid_request
 from bidfilter.scoring.serving_model import ServingModel
 from bidfilter.training.config import DatasetConfig, ModelConfig, TrainConfig
@@ -234,32 +235,7 @@ def _mixed_copy(source: Path, out: Path) -> None:
     with AuctionLogWriter(out, part_name="part-new") as writer:
         for path in later:
             batch = pq.read_table(path).combine_chunks().to_batches()[0]
-            lists = batch.column("partners")
-            flat = pc.list_flatten(lists)
-            partner = np.asarray(flat.field("partner").to_pylist())
-            oracle = flat.field("oracle_p").to_numpy()
-            parents = pc.list_parent_indices(lists).to_numpy()
-            control = np.arange(len(batch)) % 10 == 0
-            high = oracle >= np.quantile(oracle, 0.6)
-            propensity = np.ones(len(partner))
-            propensity[~high] = np.where(partner[~high] == "dsp-02", 0.001, 0.25)
-            propensity[control[parents]] = 1.0
-            sent = rng.random(len(partner)) < propensity
-            writer.write(
-                auction_batch(
-                    batch.column("ts").cast("int64").to_numpy(),
-                    batch.column("request_id").to_pylist(),
-                    batch.column("request").to_pylist(),
-                    lists.offsets.to_numpy(),
-                    partner.tolist(),
-                    flat.field("bid").to_numpy(zero_copy_only=False) & sent,
-                    np.where(sent, flat.field("price").to_numpy(), 0.0),
-                    oracle,
-                    sent=sent,
-                    propensity=propensity,
-                    control=control,
-                )
-            )
+            writer.write(as_filtered(batch, rng))
 
 
 # Every row kept, so that the training rows too compare one for one.

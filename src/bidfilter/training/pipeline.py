@@ -341,6 +341,7 @@ def publish_trained(
 
     ``started`` is the ``time.monotonic()`` at which the run began.
     """
+    unexplored = data.unexplored(config.min_explored_calls)
     thresholds = partner_thresholds(
         valid.scores,
         valid.bids,
@@ -351,9 +352,8 @@ def publish_trained(
         min_bids=config.min_validation_bids,
         smoothed=config.smoothed_thresholds,
         weights=valid.weights,
+        unfiltered=unexplored,
     )
-    unexplored = data.unexplored(config.min_explored_calls)
-    thresholds |= dict.fromkeys(unexplored & set(thresholds), 0.0)
     report = _report(data, model, config, thresholds, valid, test, signals, unexplored)
     metrics = report["test"]
     stage(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 from scipy.stats import beta
@@ -84,13 +84,15 @@ def partner_thresholds(
     min_bids: int = 0,
     smoothed: bool = False,
     weights: np.ndarray | None = None,
+    unfiltered: Collection[str] = (),
 ) -> dict[str, float]:
     """One threshold per partner from validation rows; ``overrides`` maps partner -> recall.
 
     Every partner gets :func:`smoothed_threshold` with ``smoothed``, else only those with fewer
     than ``min_bids`` (effective) validation bids; the others :func:`recall_threshold`. Rows
     weigh ``weights`` (inverse propensities) if given; a partner whose bids' effective count is
-    under :data:`MIN_BIDS_TO_FILTER` (too little exploration to estimate it) is not filtered.
+    under :data:`MIN_BIDS_TO_FILTER` (too little exploration to estimate it) is not filtered,
+    nor is any partner in ``unfiltered`` (threshold 0).
     """
     overrides = overrides or {}
     unknown = sorted(set(overrides) - set(partners))
@@ -103,7 +105,7 @@ def partner_thresholds(
         weight = None if weights is None else weights[rows]
         size = effective_count(weight, len(mine))
         target = overrides.get(partner, target_recall)
-        if size < MIN_BIDS_TO_FILTER:
+        if size < MIN_BIDS_TO_FILTER or partner in unfiltered:
             thresholds[partner] = 0.0
         elif smoothed or size < min_bids:
             thresholds[partner] = smoothed_threshold(mine, target, weight)

@@ -163,6 +163,41 @@ class Settings(BaseSettings):
         description="per worker; calls beyond it are answered fail-open at once",
     )
 
+    # --- serve: outcome feedback (the decision log, joined with report_outcomes)
+    outcome_log: str | None = Field(
+        default=None,
+        description="keep a decision log and append the outcomes reported for it to this log"
+        " store (a directory, file://PATH or s3://BUCKET/PREFIX, laid out as train reads logs);"
+        " without it report_outcomes counts every outcome unknown",
+    )
+    decision_log_share: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="share of decided requests the decision log holds for their outcome (each"
+        " record carries it as sample_rate); their responses say logged",
+    )
+    outcome_wait_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="how long a held decision waits for its report_outcomes, then expires",
+    )
+    outcome_flush_s: float = Field(
+        default=10.0,
+        ge=0.1,
+        le=3600,
+        description="write joined records to the log store at least this often (seconds): a"
+        " SIGKILL loses at most this much; SIGTERM writes everything first",
+    )
+    outcome_buffer_mb: float = Field(
+        default=64.0,
+        gt=0,
+        le=65536,
+        description="per worker, memory for held decisions and records not yet written (MiB);"
+        " when spent, new decisions are not held (counted), nothing accepted is dropped",
+    )
+
     # --- serve: model lifecycle
     poll_s: float = Field(
         default=30.0, gt=0, le=86_400, description="seconds between LATEST checks"

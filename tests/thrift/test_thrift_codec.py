@@ -280,7 +280,7 @@ def test_unknown_fields_in_a_reply_are_skipped(protocol: Protocol) -> None:
         oprot.writeFieldBegin("model_version", TType.STRING, 3)
         oprot.writeString(response.model_version)
         oprot.writeFieldEnd()
-        _write_unknown_fields(oprot, 8)  # past control (7)
+        _write_unknown_fields(oprot, 9)  # past logged (8)
         oprot.writeFieldBegin("outcome", TType.I32, 4)
         oprot.writeI32(response.outcome)
         oprot.writeFieldEnd()

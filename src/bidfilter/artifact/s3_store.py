@@ -62,6 +62,26 @@ _REFUSED_CODES = frozenset(
 _DELETE_BATCH = 1000
 
 
+def s3_client(
+    *,
+    endpoint_url: str | None = None,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    addressing_style: AddressingStyle | None = None,
+) -> S3Client:
+    """A boto3 S3 client with bounded timeouts and retries (what every S3 user here opens).
+    With ``endpoint_url`` (a non-AWS server), path-style addressing unless told otherwise."""
+    style = addressing_style or ("path" if endpoint_url else None)
+    config = Config(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"total_max_attempts": max_attempts, "mode": "standard"},
+        s3={"addressing_style": style} if style else None,
+    )
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+
+
 class S3ModelStore(ModelStore):
     """Versions under ``s3://bucket/prefix/versions/<version>/``, pointer at ``prefix/LATEST``.
 
@@ -92,14 +112,13 @@ class S3ModelStore(ModelStore):
         self.prefix = prefix.strip("/")
         self._key_prefix = f"{self.prefix}/" if self.prefix else ""
         if client is None:
-            style = addressing_style or ("path" if endpoint_url else None)
-            config = Config(
+            client = s3_client(
+                endpoint_url=endpoint_url,
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
-                retries={"total_max_attempts": max_attempts, "mode": "standard"},
-                s3={"addressing_style": style} if style else None,
+                max_attempts=max_attempts,
+                addressing_style=addressing_style,
             )
-            client = boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
         self._client = client
 
     @property

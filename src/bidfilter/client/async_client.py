@@ -37,11 +37,14 @@ from bidfilter.client.errors import (
     ClientClosedError,
     unavailable,
 )
+from bidfilter.client.routes import OutcomeRoutes
 from bidfilter.thrift import (
+    AuctionOutcome,
     CallEncoder,
     FilterRequest,
     FilterResponse,
     ModelInfo,
+    OutcomeReceipt,
     Reply,
     ReplyDecoder,
     ThriftProtocolError,
@@ -211,6 +214,10 @@ class _PipelinedConnection(asyncio.Protocol):
         self._break(error)
 
 
+def _usable(connection: _PipelinedConnection) -> bool:
+    return connection.usable
+
+
 def _copy(error: AttemptFailedError) -> AttemptFailedError:
     """A fresh instance per waiter: one raised in many tasks would pile up their tracebacks."""
     return AttemptFailedError(error.reason, timed_out=error.timed_out)
@@ -240,6 +247,7 @@ class AsyncBidFilterClient:
         """How many connections were opened (a sign of churn when it grows)."""
         self.retried = 0
         """How many attempts were made again, on another connection, after one failed."""
+        self._routes: OutcomeRoutes[_PipelinedConnection] = OutcomeRoutes()
 
     # -- the service
 
@@ -254,16 +262,47 @@ class AsyncBidFilterClient:
             openrtb, None if candidates is None else list(candidates), deadline_ms
         )
         encoder = self._encoder
-        reply = await self._call("filter", lambda seqid: encoder.filter(seqid, request))
-        return reply.filter_response()
+        reply, connection = await self._call_on(
+            "filter", lambda seqid: encoder.filter(seqid, request)
+        )
+        response = reply.filter_response()
+        self._routes.remember(response, connection)
+        return response
 
     async def filter_batch(self, requests: Sequence[FilterRequest]) -> list[FilterResponse]:
         """One response per request, in order (an item that failed says so in its ``error``)."""
         encoder = self._encoder
-        reply = await self._call(
+        reply, connection = await self._call_on(
             "filter_batch", lambda seqid: encoder.filter_batch(seqid, requests)
         )
-        return reply.filter_responses()
+        responses = reply.filter_responses()
+        for response in responses:
+            self._routes.remember(response, connection)
+        return responses
+
+    async def report_outcomes(self, outcomes: Sequence[AuctionOutcome]) -> OutcomeReceipt:
+        """Tell the server what each request's auction did, after it. Each outcome goes on the
+        connection its ``logged`` response came on (the server process holding its decision);
+        the receipts of those calls, summed."""
+        encoder = self._encoder
+        total = OutcomeReceipt(accepted=0, unknown=0, duplicate=0)
+        for connection, group in self._routes.route(outcomes, usable=_usable):
+
+            def encode(seqid: int, group: list[AuctionOutcome] = group) -> bytes:
+                return encoder.report_outcomes(seqid, group)
+
+            if connection is None:
+                reply = await self._call("report_outcomes", encode)
+            else:
+                try:
+                    reply = await connection.call(encode, "report_outcomes")
+                except AttemptFailedError:  # its process is out of reach: they are unknown
+                    reply = await self._call("report_outcomes", encode)
+            receipt = reply.outcome_receipt()
+            total.accepted += receipt.accepted
+            total.unknown += receipt.unknown
+            total.duplicate += receipt.duplicate
+        return total
 
     async def model_info(self) -> ModelInfo:
         """The model the answering server process serves."""
@@ -311,6 +350,10 @@ class AsyncBidFilterClient:
     # -- calls
 
     async def _call(self, method: str, encode: _Encode) -> Reply:
+        return (await self._call_on(method, encode))[0]
+
+    async def _call_on(self, method: str, encode: _Encode) -> tuple[Reply, _PipelinedConnection]:
+        """The reply, and the connection that carried it."""
         if self._closed:
             raise ClientClosedError
         slot = self._next_slot
@@ -324,7 +367,7 @@ class AsyncBidFilterClient:
                 connection = self._pool[slot]
                 if connection is None or not connection.usable:
                     connection = await self._connection(slot)
-                return await connection.call(encode, method)
+                return await connection.call(encode, method), connection
             except AttemptFailedError as error:
                 if self._closed:
                     raise ClientClosedError from None

@@ -27,11 +27,14 @@ from bidfilter.client.errors import (
     ClientClosedError,
     unavailable,
 )
+from bidfilter.client.routes import OutcomeRoutes
 from bidfilter.thrift import (
+    AuctionOutcome,
     CallEncoder,
     FilterRequest,
     FilterResponse,
     ModelInfo,
+    OutcomeReceipt,
     Reply,
     ReplyDecoder,
     ThriftProtocolError,
@@ -68,6 +71,7 @@ class _Connection:
             encoder.protocol, encoder.transport, settings.max_message_bytes
         )
         self._seqid = 0
+        self.closed = False
 
     def call(self, encode: Callable[[int], bytes], method: str, timeout: float) -> Reply:
         self._seqid = (self._seqid + 1) % _SEQIDS
@@ -102,6 +106,7 @@ class _Connection:
         return reply
 
     def close(self) -> None:
+        self.closed = True
         with contextlib.suppress(OSError):  # a reset connection may say so on close
             self._socket.close()
 
@@ -122,9 +127,11 @@ class BidFilterClient:
         self.pool_size = pool_size
         self._encoder = CallEncoder(settings.protocol, settings.transport)
         self._lock = threading.Lock()
+        self._returned = threading.Condition(self._lock)  # a connection came back to the pool
         self._slots = threading.BoundedSemaphore(pool_size)
         self._idle: list[_Connection] = []
         self._closed = False
+        self._routes: OutcomeRoutes[_Connection] = OutcomeRoutes()
 
     # -- the service
 
@@ -139,13 +146,47 @@ class BidFilterClient:
             openrtb, None if candidates is None else list(candidates), deadline_ms
         )
         encoder = self._encoder
-        return self._call("filter", lambda seqid: encoder.filter(seqid, request)).filter_response()
+        reply, connection = self._call_on("filter", lambda seqid: encoder.filter(seqid, request))
+        response = reply.filter_response()
+        with self._lock:
+            self._routes.remember(response, connection)
+        return response
 
     def filter_batch(self, requests: Sequence[FilterRequest]) -> list[FilterResponse]:
         """One response per request, in order (an item that failed says so in its ``error``)."""
         encoder = self._encoder
-        reply = self._call("filter_batch", lambda seqid: encoder.filter_batch(seqid, requests))
-        return reply.filter_responses()
+        reply, connection = self._call_on(
+            "filter_batch", lambda seqid: encoder.filter_batch(seqid, requests)
+        )
+        responses = reply.filter_responses()
+        with self._lock:
+            for response in responses:
+                self._routes.remember(response, connection)
+        return responses
+
+    def report_outcomes(self, outcomes: Sequence[AuctionOutcome]) -> OutcomeReceipt:
+        """Tell the server what each request's auction did, after it. Each outcome goes on the
+        connection its ``logged`` response came on (the server process holding its decision),
+        waiting up to ``timeout`` for that connection to be free; the receipts, summed."""
+        encoder = self._encoder
+        total = OutcomeReceipt(accepted=0, unknown=0, duplicate=0)
+        with self._lock:
+            groups = list(self._routes.route(outcomes, usable=lambda c: not c.closed))
+        for connection, group in groups:
+
+            def encode(seqid: int, group: list[AuctionOutcome] = group) -> bytes:
+                return encoder.report_outcomes(seqid, group)
+
+            reply = None
+            if connection is not None:
+                reply = self._call_with(connection, encode)
+            if reply is None:  # no route, or it broke: to any process, where they are unknown
+                reply = self._call("report_outcomes", encode)
+            receipt = reply.outcome_receipt()
+            total.accepted += receipt.accepted
+            total.unknown += receipt.unknown
+            total.duplicate += receipt.duplicate
+        return total
 
     def model_info(self) -> ModelInfo:
         """The model the answering server process serves."""
@@ -178,6 +219,10 @@ class BidFilterClient:
     # -- calls
 
     def _call(self, method: str, encode: Callable[[int], bytes]) -> Reply:
+        return self._call_on(method, encode)[0]
+
+    def _call_on(self, method: str, encode: Callable[[int], bytes]) -> tuple[Reply, _Connection]:
+        """The reply, and the connection that carried it (back in the pool by now)."""
         if self._closed:
             raise ClientClosedError
         timeout = self.settings.timeout
@@ -193,7 +238,7 @@ class BidFilterClient:
         finally:
             self._slots.release()
 
-    def _attempts(self, method: str, encode: Callable[[int], bytes]) -> Reply:
+    def _attempts(self, method: str, encode: Callable[[int], bytes]) -> tuple[Reply, _Connection]:
         """Try the call on a pooled connection, then on fresh ones (the caller holds a slot)."""
         connection = self._take_idle()
         # A pooled connection may have been closed by the server while idle (its idle timeout):
@@ -221,7 +266,7 @@ class BidFilterClient:
                     attempts += 1
                 continue
             self._give_back(connection)
-            return reply
+            return reply, connection
         assert last is not None
         raise unavailable(last, attempts, settings.target)
 
@@ -236,5 +281,38 @@ class BidFilterClient:
         with self._lock:
             if not self._closed:
                 self._idle.append(connection)
+                self._returned.notify_all()
                 return
         connection.close()
+
+    def _call_with(self, connection: _Connection, encode: Callable[[int], bytes]) -> Reply | None:
+        """``report_outcomes`` on this pooled connection; ``None`` if it closed, stayed busy or
+        failed (one attempt: another connection reaches another process anyway)."""
+        timeout = self.settings.timeout
+        if not self._slots.acquire(timeout=timeout):
+            return None
+        try:
+            if not self._take(connection):
+                return None
+            try:
+                reply = connection.call(encode, "report_outcomes", timeout)
+            except AttemptFailedError:
+                connection.close()
+                return None
+            self._give_back(connection)
+            return reply
+        finally:
+            self._slots.release()
+
+    def _take(self, connection: _Connection) -> bool:
+        """Take this pooled connection for a call, waiting up to ``timeout`` while another
+        thread uses it; ``False`` if it closed or stayed busy."""
+        deadline = time.monotonic() + self.settings.timeout
+        with self._lock:
+            while connection not in self._idle:
+                remaining = deadline - time.monotonic()
+                if connection.closed or self._closed or remaining <= 0:
+                    return False
+                self._returned.wait(remaining)
+            self._idle.remove(connection)
+            return True

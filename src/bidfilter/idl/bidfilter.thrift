@@ -69,7 +69,11 @@ struct FilterResponse {
   6: optional string error,
   /* true: this request is in the control group, chosen by its id: every candidate is sent,
      unfiltered (the decisions still carry the scores). Absent otherwise. */
-  7: optional bool control
+  7: optional bool control,
+  /* true: this server process holds the decision in its decision log (a sampled share of
+     requests), waiting for report_outcomes: report this request's outcome on the same
+     connection within the server's outcome wait. Absent otherwise (a report is not needed). */
+  8: optional bool logged
 }
 
 struct ModelInfo {
@@ -80,9 +84,46 @@ struct ModelInfo {
   4: required string loaded_at
 }
 
+/* What the SSP did with one partner of a request after the auction. */
+struct PartnerOutcome {
+  1: required string partner,
+  /* The SSP called this partner (whatever the decision said). */
+  2: required bool called,
+  /* The partner answered with a bid. Only with called. */
+  3: optional bool bid,
+  /* The bid's price (CPM, the request's currency), > 0 with a bid; absent or 0 otherwise. */
+  4: optional double price,
+  /* The call timed out, or failed: no answer, so no label (recorded as not sent). */
+  5: optional bool timed_out,
+  6: optional bool error
+}
+
+/* One request's outcome: every partner it was called on should be listed (one not listed
+   counts as not called). */
+struct AuctionOutcome {
+  /* The OpenRTB request id, as FilterResponse.request_id gave it. */
+  1: required string request_id,
+  2: required list<PartnerOutcome> partners
+}
+
+/* What report_outcomes did with each outcome of the call; together they count them all. */
+struct OutcomeReceipt {
+  /* Joined with its logged decision: it will be written to the auction log. */
+  1: required i32 accepted,
+  /* No logged decision for this id in this server process: not sampled (the response had no
+     logged flag), expired, or answered by another connection's process. Counted, not an
+     error. */
+  2: required i32 unknown,
+  /* The decision's outcome was already reported: the first report stands. */
+  3: required i32 duplicate
+}
+
 service BidFilter {
   FilterResponse filter(1: FilterRequest request) throws (1: InvalidRequest invalid),
   list<FilterResponse> filter_batch(1: list<FilterRequest> requests),
   ModelInfo model_info(),
-  string ping()
+  string ping(),
+  /* After the auction: which partners the SSP called and which bid, at what price. Refused
+     whole (InvalidRequest naming the field) if any outcome is malformed. */
+  OutcomeReceipt report_outcomes(1: list<AuctionOutcome> outcomes) throws (1: InvalidRequest invalid)
 }

@@ -11,13 +11,18 @@ One record per bid request:
   training never reads it), ``sent`` (the partner was called), ``propensity`` (the probability
   the serving policy called it, in (0, 1]) and ``model_version`` (the serving model's version,
   null when none decided);
-- ``control``: the request was in the control group (every candidate sent, nothing filtered).
+- ``control``: the request was in the control group (every candidate sent, nothing filtered);
+- ``sample_rate``: the probability that this request was logged at all, in (0, 1]: a server's
+  decision log keeps a sampled share of requests (1 for logs that keep every request). Training
+  weighs a record by the inverse of its rate relative to the highest rate in the window, so
+  files logged at different rates mix without bias.
 
 An unsent entry (``sent`` false) has no label: its ``bid`` is false and its ``price`` 0 by rule,
 and no reader may take it for a no-bid. Files written before ``sent``, ``propensity``,
-``model_version`` and ``control`` existed stay valid: every reader fills them in as
-``sent = true``, ``propensity = 1``, ``model_version = null`` and ``control = false`` (every
-partner was called), so a directory may mix old and new files.
+``model_version``, ``control`` and ``sample_rate`` existed stay valid: every reader fills them
+in as ``sent = true``, ``propensity = 1``, ``model_version = null``, ``control = false`` and
+``sample_rate = 1`` (every partner was called, every request logged), so a directory may mix
+old and new files.
 
 Files live under ``<root>/date=YYYY-MM-DD/part-*.parquet`` (Hive-style partitions) so a reader can
 pick days without opening files.
@@ -56,6 +61,7 @@ LOG_SCHEMA = pa.schema(
         pa.field("request", pa.string(), nullable=False),
         pa.field("partners", pa.list_(PARTNER_OUTCOME_TYPE), nullable=False),
         pa.field("control", pa.bool_(), nullable=False),
+        pa.field("sample_rate", pa.float64(), nullable=False),
     ]
 )
 
@@ -70,6 +76,7 @@ _PARTNER_DEFAULTS: dict[str, Callable[[int], pa.Array]] = {
 }
 _RECORD_DEFAULTS: dict[str, Callable[[int], pa.Array]] = {
     "control": lambda n: pa.array(np.zeros(n, dtype=np.bool_)),
+    "sample_rate": lambda n: pa.array(np.ones(n, dtype=np.float64)),
 }
 
 _MS_PER_DAY = 86_400_000
@@ -115,14 +122,16 @@ def auction_batch(
     propensity: np.ndarray | None = None,
     model_version: Sequence[str | None] | pa.Array | None = None,
     control: np.ndarray | None = None,
+    sample_rate: np.ndarray | None = None,
 ) -> pa.RecordBatch:
     """Build a log batch from columns (the fast path for generators and importers).
 
     ``partner_offsets`` has ``len(requests) + 1`` entries: request ``i``'s partners are rows
     ``partner_offsets[i]:partner_offsets[i + 1]`` of ``partners``, ``bids``, ``prices``,
-    ``oracle_p``, ``sent``, ``propensity`` and ``model_version``; ``control`` has one entry per
-    request. Left out, the new columns take the old logs' values: every partner sent with
-    propensity 1 by no model, no request in the control group. Raises :class:`LogFormatError`
+    ``oracle_p``, ``sent``, ``propensity`` and ``model_version``; ``control`` and
+    ``sample_rate`` have one entry per request. Left out, the new columns take the old logs'
+    values: every partner sent with propensity 1 by no model, no request in the control group,
+    every request logged. Raises :class:`LogFormatError`
     when the entries break the rules :func:`validate_batch` checks.
     """
     n_outcomes = len(partners)
@@ -163,6 +172,9 @@ def auction_batch(
             _RECORD_DEFAULTS["control"](n_requests)
             if control is None
             else pa.array(np.asarray(control, dtype=np.bool_)),
+            _RECORD_DEFAULTS["sample_rate"](n_requests)
+            if sample_rate is None
+            else pa.array(np.asarray(sample_rate, dtype=np.float64)),
         ],
         schema=LOG_SCHEMA,
     )
@@ -227,14 +239,23 @@ def conform_batch(
 
 
 def validate_batch(batch: pa.RecordBatch, *, where: str = "batch", first_row: int = 0) -> None:
-    """Check the rules the Arrow types cannot express, in whichever of ``partners`` and
-    ``control`` the batch holds. Raises :class:`LogFormatError` naming the field:
-    ``partners.sent`` or ``partners.propensity`` null, ``partners.propensity`` outside (0, 1],
-    ``partners.bid`` true or ``partners.price`` not 0 on an unsent entry, ``control`` null."""
+    """Check the rules the Arrow types cannot express, in whichever of ``partners``,
+    ``control`` and ``sample_rate`` the batch holds. Raises :class:`LogFormatError` naming the
+    field: ``partners.sent`` or ``partners.propensity`` null, ``partners.propensity`` outside
+    (0, 1], ``partners.bid`` true or ``partners.price`` not 0 on an unsent entry, ``control``
+    null, ``sample_rate`` outside (0, 1]."""
     names = batch.schema.names
     if "control" in names and batch.column("control").null_count:
         row = first_row + _first(pc.is_null(batch.column("control")))
         raise LogFormatError("control", f"{where}: record {row}: null")
+    if "sample_rate" in names:
+        rate = batch.column("sample_rate").to_numpy(zero_copy_only=False).astype(np.float64)
+        bad_rate = ~((rate > 0) & (rate <= 1))  # NaN and null (NaN here) included
+        if bad_rate.any():
+            row = first_row + int(np.flatnonzero(bad_rate)[0])
+            raise LogFormatError(
+                "sample_rate", f"{where}: record {row}: must be in (0, 1], got {rate[bad_rate][0]}"
+            )
     if "partners" not in names:
         return
     lists = batch.column("partners")
@@ -415,15 +436,17 @@ def read_jsonl(
     """Read JSON-lines auction logs into schema batches.
 
     Each line: ``{"ts": <epoch ms | ISO-8601>, "request": <BidRequest object or JSON string>,
-    "control": bool?, "partners": [{"partner": str, "bid": bool, "price": float,
-    "oracle_p": float?, "sent": bool?, "propensity": float?, "model_version": str?}, ...]}``.
-    Absent, ``sent`` is true, ``propensity`` 1, ``model_version`` null and ``control`` false; an
+    "control": bool?, "sample_rate": float?, "partners": [{"partner": str, "bid": bool,
+    "price": float, "oracle_p": float?, "sent": bool?, "propensity": float?,
+    "model_version": str?}, ...]}``. Absent, ``sent`` is true, ``propensity`` 1,
+    ``model_version`` null, ``control`` false and ``sample_rate`` 1; an
     unsent entry's ``bid`` defaults to false and its ``price`` to 0, and must stay so.
     """
     ts: list[int] = []
     ids: list[str] = []
     requests: list[str] = []
     controls: list[bool] = []
+    rates: list[float] = []
     offsets = [0]
     names: list[str] = []
     bids: list[bool] = []
@@ -449,12 +472,14 @@ def read_jsonl(
             propensity=np.array(propensities, dtype=np.float64),
             model_version=versions,
             control=np.array(controls, dtype=np.bool_),
+            sample_rate=np.array(rates, dtype=np.float64),
         )
         for column in (
             ts,
             ids,
             requests,
             controls,
+            rates,
             names,
             bids,
             prices,
@@ -491,6 +516,9 @@ def read_jsonl(
         if not isinstance(request_id, str):
             raise LogFormatError(f"line {line_no}: request.id", "expected a string")
         control = _optional_bool(record, "control", False, f"line {line_no}: ")
+        rate = record.get("sample_rate", 1.0)
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1:
+            raise LogFormatError(f"line {line_no}: sample_rate", "expected a number in (0, 1]")
         partner_list = record.get("partners")
         if not isinstance(partner_list, list):
             raise LogFormatError(f"line {line_no}: partners", "expected a list")
@@ -540,6 +568,7 @@ def read_jsonl(
         ids.append(request_id)
         requests.append(request_text)
         controls.append(control)
+        rates.append(float(rate))
         offsets.append(len(names))
         if len(ids) >= batch_size:
             yield flush()

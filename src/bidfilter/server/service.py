@@ -13,19 +13,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import cast
 
+from bidfilter.logs.decision_log import Report, check_outcome
 from bidfilter.openrtb import InvalidRequestError, ParseLimits, parse_bid_request
 from bidfilter.scoring import Exploration, ServingModel, Verdict, decide, fail_open
 from bidfilter.server.metrics import Method, Result, WorkerMetrics
+from bidfilter.server.outcome_log import OutcomeLog
 from bidfilter.settings import Settings
 from bidfilter.thrift import (
     ApplicationExceptionType,
+    AuctionOutcome,
     Call,
     FilterRequest,
     FilterResponse,
     InvalidRequest,
     ModelInfo,
     Outcome,
+    OutcomeReceipt,
     RejectedCall,
     ReplyEncoder,
 )
@@ -42,9 +47,12 @@ _Answer = Callable[[ReplyEncoder, Call, int, bool], bytes]
 
 
 class FilterService:
-    def __init__(self, settings: Settings, metrics: WorkerMetrics) -> None:
+    def __init__(
+        self, settings: Settings, metrics: WorkerMetrics, outcome_log: OutcomeLog | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.outcome_log = outcome_log
         self.model: ServingModel | None = None
         self.generation = 0
         self._limits = ParseLimits(max_bytes=settings.max_message_bytes)
@@ -61,6 +69,7 @@ class FilterService:
             "filter_batch": self._answer_filter_batch,
             "model_info": self._answer_model_info,
             "ping": self._answer_ping,
+            "report_outcomes": self._answer_report_outcomes,
         }
 
     def swap(self, model: ServingModel, generation: int) -> None:
@@ -108,9 +117,9 @@ class FilterService:
     def _answer_filter_batch(
         self, encoder: ReplyEncoder, call: Call, arrived_ns: int, shed: bool
     ) -> bytes:
-        assert isinstance(call.args, list)
+        assert isinstance(call.args, list)  # of FilterRequest: the method's args say so
         try:
-            responses = self.filter_batch(call.args, arrived_ns, shed)
+            responses = self.filter_batch(cast("list[FilterRequest]", call.args), arrived_ns, shed)
         except InvalidRequestError as error:
             return encoder.application_exception(
                 call.method, call.seqid, ApplicationExceptionType.PROTOCOL_ERROR, str(error)
@@ -126,6 +135,22 @@ class FilterService:
     def _answer_ping(self, encoder: ReplyEncoder, call: Call, arrived_ns: int, shed: bool) -> bytes:
         self.metrics.call(Method.PING, _OK, _since(arrived_ns))
         return encoder.ping(call.seqid, "pong")
+
+    def _answer_report_outcomes(
+        self, encoder: ReplyEncoder, call: Call, arrived_ns: int, shed: bool
+    ) -> bytes:
+        assert isinstance(call.args, list)  # of AuctionOutcome: the method's args say so
+        try:
+            receipt = self.report_outcomes(cast("list[AuctionOutcome]", call.args))
+        except InvalidRequestError as error:
+            self.metrics.call(Method.REPORT_OUTCOMES, _INVALID, _since(arrived_ns))
+            return encoder.invalid_request(
+                call.seqid,
+                InvalidRequest(message=error.message, field=error.field),
+                "report_outcomes",
+            )
+        self.metrics.call(Method.REPORT_OUTCOMES, _OK, _since(arrived_ns))
+        return encoder.report_outcomes(call.seqid, receipt)
 
     def _answer_unknown(
         self, encoder: ReplyEncoder, call: Call, arrived_ns: int, shed: bool
@@ -196,6 +221,27 @@ class FilterService:
                     f"requests[{index}].candidates",
                     f"{len(request.candidates)} candidates, over the {limit} limit",
                 )
+
+    def report_outcomes(self, outcomes: Sequence[AuctionOutcome]) -> OutcomeReceipt:
+        """Join reported outcomes with held decisions. Every outcome is checked before any is
+        taken: a malformed one refuses the call (``InvalidRequestError`` naming the field)."""
+        if len(outcomes) > self.settings.max_batch:
+            raise InvalidRequestError(
+                "outcomes", f"{len(outcomes)} outcomes, over the {self.settings.max_batch} limit"
+            )
+        for index, outcome in enumerate(outcomes):
+            problem = check_outcome(outcome, f"outcomes[{index}]", self.settings.max_candidates)
+            if problem is not None:
+                raise InvalidRequestError(*problem)
+        if self.outcome_log is None:
+            self.metrics.add("outcomes_unknown", len(outcomes))
+            return OutcomeReceipt(accepted=0, unknown=len(outcomes), duplicate=0)
+        counts = self.outcome_log.report(outcomes)
+        return OutcomeReceipt(
+            accepted=counts[Report.ACCEPTED],
+            unknown=counts[Report.UNKNOWN],
+            duplicate=counts[Report.DUPLICATE],
+        )
 
     def model_info(self) -> ModelInfo:
         model = self.model
@@ -276,7 +322,7 @@ class FilterService:
         if verdict.control:
             control = True
             self.metrics.add("control_requests")
-        return FilterResponse(
+        response = FilterResponse(
             request_id=bid_request.id,
             decisions=verdict.decisions,
             model_version=model.version if model is not None else "",
@@ -284,6 +330,9 @@ class FilterService:
             error=error,
             control=control,
         )
+        if self.outcome_log is not None:
+            self.outcome_log.offer(request.openrtb, response)
+        return response
 
     def _count_partners(self, verdict: Verdict) -> None:
         if verdict.decisions:

@@ -17,9 +17,11 @@ import time
 from pathlib import Path
 
 from bidfilter.artifact import ModelStore
+from bidfilter.logs.sink import open_log_sink
 from bidfilter.server.control import Beat, Load, Loaded, Ready, Refused
 from bidfilter.server.http_side import serve_http
 from bidfilter.server.metrics import MetricsBoard
+from bidfilter.server.outcome_log import FINAL_WRITE_S
 from bidfilter.server.reload import LoadedVersion, ModelWatcher
 from bidfilter.server.side_routes import SidePortRoutes
 from bidfilter.server.supervisor_state import SupervisorState, WorkerHandle
@@ -61,6 +63,11 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         settings, state = self.settings, self.state
+        if settings.outcome_log is not None:
+            try:  # a bad URI stops the server here, not each worker as it starts
+                open_log_sink(settings.outcome_log, endpoint_url=settings.s3_endpoint_url)
+            except ValueError as error:
+                raise SystemExit(f"bidfilter serve: --outcome-log: {error}") from None
         check_port_free(settings.host, settings.port, "Thrift port")
         # Bound, never listening: it reserves the port (port 0 picks one) without taking
         # connections, so workers can come and go.
@@ -101,6 +108,15 @@ class Supervisor:
             settings.metrics_port,
             self.store.uri,
         )
+        if settings.outcome_log is not None:
+            log.info(
+                "decision log: %.1f%% of requests held %.0f s for report_outcomes; joined"
+                " records written to %s every %.0f s",
+                100 * settings.decision_log_share,
+                settings.outcome_wait_s,
+                settings.outcome_log,
+                settings.outcome_flush_s,
+            )
         tasks = [
             asyncio.create_task(self._watch(first_check), name="model watcher"),
             asyncio.create_task(self._monitor(), name="worker monitor"),
@@ -262,7 +278,9 @@ class Supervisor:
         for handle in workers.values():
             if handle.process.is_alive():
                 handle.process.terminate()  # SIGTERM: the worker drains, then exits
-        deadline = time.monotonic() + self.settings.drain_s + 5.0
+        # A worker with an outcome log writes its last records after draining.
+        final_write = FINAL_WRITE_S if self.settings.outcome_log is not None else 0.0
+        deadline = time.monotonic() + self.settings.drain_s + 5.0 + final_write
         while time.monotonic() < deadline and any(h.process.is_alive() for h in workers.values()):
             await asyncio.sleep(0.05)
         for handle in workers.values():

@@ -20,11 +20,13 @@ from pathlib import Path
 
 from bidfilter.artifact import ArtifactError
 from bidfilter.logging_setup import configure_logging
+from bidfilter.logs.sink import open_log_sink
 from bidfilter.scoring import ServingModel
 from bidfilter.server.connection import ThriftConnection, WorkerState
 from bidfilter.server.control import Beat, Load, Loaded, Ready, Refused, WorkerMessage
 from bidfilter.server.dispatch import Dispatcher
 from bidfilter.server.metrics import MetricsBoard
+from bidfilter.server.outcome_log import OutcomeLog
 from bidfilter.server.service import FilterService
 from bidfilter.server.tls import server_context
 from bidfilter.settings import Settings
@@ -79,7 +81,20 @@ class Worker:
         self.slot = slot
         self.metrics = board.worker(slot)
         self.state = WorkerState(self.metrics)
-        self.service = FilterService(settings, self.metrics)
+        self.outcome_log = (
+            None
+            if settings.outcome_log is None
+            else OutcomeLog(
+                open_log_sink(settings.outcome_log, endpoint_url=settings.s3_endpoint_url),
+                self.metrics,
+                share=settings.decision_log_share,
+                wait_s=settings.outcome_wait_s,
+                flush_s=settings.outcome_flush_s,
+                max_bytes=int(settings.outcome_buffer_mb * (1 << 20)),
+                slot=slot,
+            )
+        )
+        self.service = FilterService(settings, self.metrics, self.outcome_log)
         self.dispatcher = Dispatcher(self.service, self.metrics, settings.max_pending_calls)
         # The loop (ready, heartbeats) and the listener thread (load results) both write to the
         # pipe; a Connection's send is not safe from two threads at once.
@@ -103,6 +118,8 @@ class Worker:
             ssl_handshake_timeout=None if tls is None else self.settings.read_timeout_s,
             ssl_shutdown_timeout=None if tls is None else self.settings.read_timeout_s,
         )
+        if self.outcome_log is not None:
+            self.outcome_log.start()
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
@@ -130,6 +147,8 @@ class Worker:
             await asyncio.sleep(0.01)
         for connection in list(connections):
             connection.close_now()  # one not reading its replies would hold the exit up
+        if self.outcome_log is not None:  # no report can come in now: write every one taken
+            await self.outcome_log.close()
         self.metrics.flush()  # the last calls' counts
         await asyncio.sleep(0)  # let the transports flush and close
 

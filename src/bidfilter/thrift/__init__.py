@@ -49,20 +49,26 @@ from bidfilter.thrift.messages import (
     encode_ping_call,
     encode_ping_reply,
     encode_rejection,
+    encode_report_outcomes_call,
+    encode_report_outcomes_reply,
 )
 from bidfilter.thrift.types import (
+    AuctionOutcome,
     FilterRequest,
     FilterResponse,
     InvalidRequest,
     ModelInfo,
     Outcome,
+    OutcomeReceipt,
     PartnerDecision,
+    PartnerOutcome,
 )
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "METHODS",
     "ApplicationExceptionType",
+    "AuctionOutcome",
     "Call",
     "CallEncoder",
     "DecodedCall",
@@ -73,7 +79,9 @@ __all__ = [
     "MessageType",
     "ModelInfo",
     "Outcome",
+    "OutcomeReceipt",
     "PartnerDecision",
+    "PartnerOutcome",
     "Protocol",
     "RejectedCall",
     "RemoteApplicationError",
@@ -99,5 +107,7 @@ __all__ = [
     "encode_ping_call",
     "encode_ping_reply",
     "encode_rejection",
+    "encode_report_outcomes_call",
+    "encode_report_outcomes_reply",
     "frame",
 ]

@@ -34,10 +34,11 @@ static PyTypeObject *partner_decision_type;
 
 enum {
     R_REQUEST_ID, R_DECISIONS, R_MODEL_VERSION, R_OUTCOME, R_SERVER_US, R_ERROR, R_CONTROL,
-    R_COUNT
+    R_LOGGED, R_COUNT
 };
 static const char *const response_fields[R_COUNT] = {
     "request_id", "decisions", "model_version", "outcome", "server_us", "error", "control",
+    "logged",
 };
 static Py_ssize_t response_offsets[R_COUNT];
 
@@ -336,13 +337,15 @@ static PyObject *write_filter_reply(PyObject *self, PyObject *const *args, Py_ss
     PyObject *server_us_obj = slot(response, response_offsets[R_SERVER_US]);
     PyObject *error_obj = slot(response, response_offsets[R_ERROR]);
     PyObject *control_obj = slot(response, response_offsets[R_CONTROL]);
+    PyObject *logged_obj = slot(response, response_offsets[R_LOGGED]);
     if (request_id == NULL || version == NULL || decisions == NULL || !PyList_CheckExact(decisions) ||
         outcome_obj == NULL || !PyLong_Check(outcome_obj) || server_us_obj == NULL ||
-        error_obj == NULL || control_obj == NULL) {
+        error_obj == NULL || control_obj == NULL || logged_obj == NULL) {
         Py_RETURN_NONE;
     }
     int control = control_obj == Py_None ? -1 : flag(control_obj); /* -1: absent */
-    if (control_obj != Py_None && control < 0) {
+    int logged = logged_obj == Py_None ? -1 : flag(logged_obj);
+    if ((control_obj != Py_None && control < 0) || (logged_obj != Py_None && logged < 0)) {
         Py_RETURN_NONE;
     }
     long outcome = PyLong_AsLongAndOverflow(outcome_obj, &overflow);
@@ -377,10 +380,10 @@ static PyObject *write_filter_reply(PyObject *self, PyObject *const *args, Py_ss
     PyObject *result = Py_None;
     /* message header (4 + 4 + 6 + 4), result field 0 (3), request_id (3 + 4 + n), decisions
      * list header (3 + 5), model_version (3 + 4 + n), outcome (3 + 4), server_us (3 + 8),
-     * error (3 + 4 + n), control (3 + 1), STOP x2 */
+     * error (3 + 4 + n), control (3 + 1), logged (3 + 1), STOP x2 */
     Py_ssize_t total = (framed ? 4 : 0) + 18 + 3 + 7 + id_size + 8 + 7 + version_size + 7 +
                        (has_server_us ? 11 : 0) + (error ? 7 + error_size : 0) +
-                       (control >= 0 ? 4 : 0) + 2;
+                       (control >= 0 ? 4 : 0) + (logged >= 0 ? 4 : 0) + 2;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *d = PyList_GET_ITEM(decisions, i);
         if (!Py_IS_TYPE(d, partner_decision_type)) {
@@ -465,6 +468,10 @@ static PyObject *write_filter_reply(PyObject *self, PyObject *const *args, Py_ss
     if (control >= 0) {
         out = put_field(out, TT_BOOL, 7);
         *out++ = (uint8_t)control;
+    }
+    if (logged >= 0) {
+        out = put_field(out, TT_BOOL, 8);
+        *out++ = (uint8_t)logged;
     }
     *out++ = TT_STOP; /* FilterResponse */
     *out++ = TT_STOP; /* the result struct */

@@ -441,6 +441,9 @@ def _write_response(out: Parts, response: FilterResponse) -> None:
         last = 6
     if response.control is not None:
         append(_BYTES[(7 - last) << 4 | (C_TRUE if response.control else C_FALSE)])
+        last = 7
+    if response.logged is not None:
+        append(_BYTES[(8 - last) << 4 | (C_TRUE if response.logged else C_FALSE)])
     append(b"\x00")
 
 

@@ -46,7 +46,14 @@ from bidfilter.thrift.errors import (
     ThriftProtocolError,
 )
 from bidfilter.thrift.messages import DecodedCall, RejectedCall, Reply
-from bidfilter.thrift.types import FilterRequest, FilterResponse, InvalidRequest, ModelInfo
+from bidfilter.thrift.types import (
+    AuctionOutcome,
+    FilterRequest,
+    FilterResponse,
+    InvalidRequest,
+    ModelInfo,
+    OutcomeReceipt,
+)
 
 DEFAULT_MAX_MESSAGE_BYTES: Final = 1 << 20
 
@@ -341,8 +348,10 @@ class ReplyEncoder:
                 return fast
         return self._out(messages.encode_filter_reply(self.protocol, seqid, response))
 
-    def invalid_request(self, seqid: int, invalid: InvalidRequest) -> bytes:
-        return self._out(messages.encode_invalid_request_reply(self.protocol, seqid, invalid))
+    def invalid_request(self, seqid: int, invalid: InvalidRequest, method: str = "filter") -> bytes:
+        return self._out(
+            messages.encode_invalid_request_reply(self.protocol, seqid, invalid, method)
+        )
 
     def filter_batch(self, seqid: int, responses: Sequence[FilterResponse]) -> bytes:
         return self._out(messages.encode_filter_batch_reply(self.protocol, seqid, responses))
@@ -352,6 +361,9 @@ class ReplyEncoder:
 
     def ping(self, seqid: int, text: str) -> bytes:
         return self._out(messages.encode_ping_reply(self.protocol, seqid, text))
+
+    def report_outcomes(self, seqid: int, receipt: OutcomeReceipt) -> bytes:
+        return self._out(messages.encode_report_outcomes_reply(self.protocol, seqid, receipt))
 
     def application_exception(
         self,
@@ -392,3 +404,6 @@ class CallEncoder:
 
     def ping(self, seqid: int) -> bytes:
         return self._out(messages.encode_ping_call(self.protocol, seqid))
+
+    def report_outcomes(self, seqid: int, outcomes: Sequence[AuctionOutcome]) -> bytes:
+        return self._out(messages.encode_report_outcomes_call(self.protocol, seqid, outcomes))

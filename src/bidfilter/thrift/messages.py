@@ -31,7 +31,14 @@ from bidfilter.thrift.errors import (
 )
 from bidfilter.thrift.structs import METHODS as SERVICE
 from bidfilter.thrift.structs import ApplicationException
-from bidfilter.thrift.types import FilterRequest, FilterResponse, InvalidRequest, ModelInfo
+from bidfilter.thrift.types import (
+    AuctionOutcome,
+    FilterRequest,
+    FilterResponse,
+    InvalidRequest,
+    ModelInfo,
+    OutcomeReceipt,
+)
 
 CODECS: Final[Mapping[Protocol, Codec]] = {
     Protocol.BINARY: binary.CODEC,
@@ -51,12 +58,13 @@ _ONEWAY: Final = int(MessageType.ONEWAY)
 # msgspec Structs, not frozen dataclasses: one is built per message, ten times faster.
 class Call(msgspec.Struct, frozen=True, gc=False):
     """A call to serve. ``args``: a ``FilterRequest`` for ``filter``, a list of them for
-    ``filter_batch``, ``None`` for ``model_info`` and ``ping``. A ``oneway`` call (no client
-    of this IDL sends one, the message type allows it) expects no reply."""
+    ``filter_batch``, a list of ``AuctionOutcome`` for ``report_outcomes``, ``None`` for
+    ``model_info`` and ``ping``. A ``oneway`` call (no client of this IDL sends one, the
+    message type allows it) expects no reply."""
 
     method: str
     seqid: int
-    args: FilterRequest | list[FilterRequest] | None
+    args: FilterRequest | list[FilterRequest] | list[AuctionOutcome] | None
     oneway: bool = False
 
 
@@ -80,7 +88,7 @@ class RejectedCall(msgspec.Struct, frozen=True, gc=False):
 DecodedCall = Call | RejectedCall
 """What a server gets from an incoming message whose header decoded."""
 
-ReplyValue = FilterResponse | list[FilterResponse] | ModelInfo | str
+ReplyValue = FilterResponse | list[FilterResponse] | ModelInfo | OutcomeReceipt | str
 
 
 class Reply(msgspec.Struct, frozen=True):
@@ -113,6 +121,10 @@ class Reply(msgspec.Struct, frozen=True):
     def pong(self) -> str:
         """``ping``'s result (raising the server's error, if any)."""
         return self._expect(str)
+
+    def outcome_receipt(self) -> OutcomeReceipt:
+        """``report_outcomes``' result (raising the server's error, if any)."""
+        return self._expect(OutcomeReceipt)
 
     def _expect(self, kind: type[_T]) -> _T:
         value = self.unwrap()
@@ -179,14 +191,23 @@ def encode_ping_call(protocol: Protocol, seqid: int) -> bytes:
     return _encode_call(protocol, "ping", seqid, None)
 
 
+def encode_report_outcomes_call(
+    protocol: Protocol, seqid: int, outcomes: Sequence[AuctionOutcome]
+) -> bytes:
+    return _encode_call(protocol, "report_outcomes", seqid, outcomes)
+
+
 def encode_filter_reply(protocol: Protocol, seqid: int, response: FilterResponse) -> bytes:
     codec = CODECS[protocol]  # not _encode_reply: a call less on the hot path
     return _encode(codec, "filter", _REPLY, seqid, codec.result_writers["filter"], response)
 
 
-def encode_invalid_request_reply(protocol: Protocol, seqid: int, invalid: InvalidRequest) -> bytes:
-    """``filter``'s declared exception: a REPLY whose result struct sets field 1."""
-    return _encode_reply(protocol, "filter", seqid, invalid)
+def encode_invalid_request_reply(
+    protocol: Protocol, seqid: int, invalid: InvalidRequest, method: str = "filter"
+) -> bytes:
+    """A declared exception (of ``filter`` or ``report_outcomes``): a REPLY whose result struct
+    sets field 1."""
+    return _encode_reply(protocol, method, seqid, invalid)
 
 
 def encode_filter_batch_reply(
@@ -201,6 +222,10 @@ def encode_model_info_reply(protocol: Protocol, seqid: int, info: ModelInfo) -> 
 
 def encode_ping_reply(protocol: Protocol, seqid: int, text: str) -> bytes:
     return _encode_reply(protocol, "ping", seqid, text)
+
+
+def encode_report_outcomes_reply(protocol: Protocol, seqid: int, receipt: OutcomeReceipt) -> bytes:
+    return _encode_reply(protocol, "report_outcomes", seqid, receipt)
 
 
 def encode_application_exception(
@@ -268,7 +293,7 @@ def read_call(codec: Codec, buf: bytes, pos: int, *, whole: bool) -> tuple[Decod
                     f"{MessageType(message_type).name}: a server takes calls",
                     oneway,
                 ), codec.skip_struct(buf, body, MAX_DEPTH)
-            args: FilterRequest | list[FilterRequest] | None
+            args: FilterRequest | list[FilterRequest] | list[AuctionOutcome] | None
             read_args = codec.args_readers.get(method)
             if read_args is not None:
                 args, end = read_args(buf, body, MAX_DEPTH)

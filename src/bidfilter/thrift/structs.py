@@ -39,12 +39,15 @@ from bidfilter.thrift.codec import (
 )
 from bidfilter.thrift.errors import IncompleteMessage, ThriftProtocolError
 from bidfilter.thrift.types import (
+    AuctionOutcome,
     FilterRequest,
     FilterResponse,
     InvalidRequest,
     ModelInfo,
     Outcome,
+    OutcomeReceipt,
     PartnerDecision,
+    PartnerOutcome,
 )
 
 
@@ -113,12 +116,30 @@ STRUCTS: Final[Mapping[type, tuple[Field, ...]]] = {
         Field(5, "server_us", "i64", OPTIONAL),
         Field(6, "error", "string", OPTIONAL),
         Field(7, "control", "bool", OPTIONAL),
+        Field(8, "logged", "bool", OPTIONAL),
     ),
     ModelInfo: (
         Field(1, "version", "string"),
         Field(2, "partners", ListOf("string")),
         Field(3, "thresholds", MapOf("string", "double")),
         Field(4, "loaded_at", "string"),
+    ),
+    PartnerOutcome: (
+        Field(1, "partner", "string"),
+        Field(2, "called", "bool"),
+        Field(3, "bid", "bool", OPTIONAL),
+        Field(4, "price", "double", OPTIONAL),
+        Field(5, "timed_out", "bool", OPTIONAL),
+        Field(6, "error", "bool", OPTIONAL),
+    ),
+    AuctionOutcome: (
+        Field(1, "request_id", "string"),
+        Field(2, "partners", ListOf(PartnerOutcome)),
+    ),
+    OutcomeReceipt: (
+        Field(1, "accepted", "i32"),
+        Field(2, "unknown", "i32"),
+        Field(3, "duplicate", "i32"),
     ),
     InvalidRequest: (Field(1, "message", "string", DEFAULT), Field(2, "field", "string", DEFAULT)),
     ApplicationException: (
@@ -148,6 +169,11 @@ METHODS: Final[Mapping[str, Method]] = {
     "filter_batch": Method(Field(1, "requests", ListOf(FilterRequest)), ListOf(FilterResponse)),
     "model_info": Method(None, ModelInfo),
     "ping": Method(None, "string"),
+    "report_outcomes": Method(
+        Field(1, "outcomes", ListOf(AuctionOutcome)),
+        OutcomeReceipt,
+        (Field(1, "invalid", InvalidRequest, OPTIONAL),),
+    ),
 }
 
 

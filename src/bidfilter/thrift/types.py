@@ -51,6 +51,7 @@ class FilterResponse(msgspec.Struct, gc=False):
     server_us: int | None = None
     error: str | None = None
     control: bool | None = None
+    logged: bool | None = None
 
 
 class ModelInfo(msgspec.Struct, gc=False):
@@ -67,3 +68,31 @@ class InvalidRequest(msgspec.Struct, gc=False):
 
     message: str
     field: str
+
+
+class PartnerOutcome(msgspec.Struct, gc=False):
+    """What the SSP did with one partner of a request: called it, and did it bid, at what price.
+    A call that timed out or failed has no answer, so no label."""
+
+    partner: str
+    called: bool
+    bid: bool | None = None
+    price: float | None = None
+    timed_out: bool | None = None
+    error: bool | None = None
+
+
+class AuctionOutcome(msgspec.Struct, gc=False):
+    """One request's outcome, reported after its auction (``report_outcomes``)."""
+
+    request_id: str
+    partners: list[PartnerOutcome]
+
+
+class OutcomeReceipt(msgspec.Struct, gc=False):
+    """How many outcomes of one ``report_outcomes`` call were joined with a logged decision
+    (``accepted``), had none here (``unknown``) or repeated a report (``duplicate``)."""
+
+    accepted: int
+    unknown: int
+    duplicate: int

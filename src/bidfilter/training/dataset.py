@@ -196,7 +196,8 @@ def build_dataset(
     pair_control: list[np.ndarray] = []
     filtered_of_id = np.zeros(0, np.int64)  # per partner id: see ExplorationCount
     explored_of_id = np.zeros(0, np.int64)
-    columns = ["ts", "request", "partners", "control"]
+    pair_sample_rate: list[np.ndarray] = []
+    columns = ["ts", "request", "partners", "control", "sample_rate"]
     for batch in iter_log_batches(
         logs,
         columns=columns if extracted is None else [*columns, "request_id"],
@@ -255,6 +256,8 @@ def build_dataset(
         pair_propensity.append(propensity.astype(np.float32)[valid_pair])
         control = batch.column("control").to_numpy(zero_copy_only=False).astype(bool)
         pair_control.append(control[parents][valid_pair])
+        rate = batch.column("sample_rate").to_numpy(zero_copy_only=False)
+        pair_sample_rate.append(rate[parents][valid_pair])
         if progress is not None:
             progress(len(ts))
 
@@ -277,6 +280,15 @@ def build_dataset(
         if (propensity_of_pair < 1).any()
         else None
     )
+    # A record a decision log kept at rate r stands for 1/r requests; relative to the highest
+    # rate in the window, so that logs all sampled alike keep weight 1 (and the clip above
+    # keeps its meaning).
+    sample_rate_of_pair = np.concatenate(pair_sample_rate)
+    if len(sample_rate_of_pair) and (sample_rate_of_pair != sample_rate_of_pair.max()).any():
+        sampling = (sample_rate_of_pair.max() / sample_rate_of_pair).astype(np.float32)
+        inverse_propensity = (
+            sampling if inverse_propensity is None else inverse_propensity * sampling
+        )
     split_of_pair = request_split[requests_of_pair]
 
     # Partners the training period never saw get no code: serving fails open for them.

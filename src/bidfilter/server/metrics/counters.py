@@ -29,7 +29,8 @@ class Method(IntEnum):
     FILTER_BATCH = 1
     MODEL_INFO = 2
     PING = 3
-    OTHER = 4
+    REPORT_OUTCOMES = 4
+    OTHER = 5
 
     @property
     def label(self) -> str:
@@ -82,6 +83,18 @@ GAUGES = (
     "model_generation",
     "model_load_failures",
     "control_requests",
+    # The decision log (server/outcome_log.py): counters, but the bytes held, a gauge.
+    "decisions_held",
+    "decisions_not_held",
+    "decisions_expired",
+    "outcomes_accepted",
+    "outcomes_unknown",
+    "outcomes_duplicate",
+    "outcome_records_written",
+    "outcome_files_written",
+    "outcome_write_failures",
+    "outcome_records_lost",
+    "decision_log_bytes",
 )
 
 _N_RESULTS = len(Result)

@@ -192,6 +192,72 @@ def render(
             "counter",
             "Requests in the control group: scored, sent to every candidate, flagged control.",
         ),
+        (
+            "decisions_held",
+            "bidfilter_decisions_held_total",
+            "counter",
+            "Decisions the decision log held (the sampled share), waiting for their outcome.",
+        ),
+        (
+            "decisions_not_held",
+            "bidfilter_decisions_not_held_total",
+            "counter",
+            "Sampled decisions not held: the decision log's memory budget was spent.",
+        ),
+        (
+            "decisions_expired",
+            "bidfilter_decisions_expired_total",
+            "counter",
+            "Held decisions whose outcome was not reported within the outcome wait.",
+        ),
+        (
+            "outcomes_accepted",
+            "bidfilter_outcomes_accepted_total",
+            "counter",
+            "Reported outcomes joined with a held decision (each becomes a log record).",
+        ),
+        (
+            "outcomes_unknown",
+            "bidfilter_outcomes_unknown_total",
+            "counter",
+            "Reported outcomes with no held decision: not sampled, expired, or held elsewhere.",
+        ),
+        (
+            "outcomes_duplicate",
+            "bidfilter_outcomes_duplicate_total",
+            "counter",
+            "Reported outcomes of a decision already reported (the first report stands).",
+        ),
+        (
+            "outcome_records_written",
+            "bidfilter_outcome_records_written_total",
+            "counter",
+            "Auction-log records written to the log store.",
+        ),
+        (
+            "outcome_files_written",
+            "bidfilter_outcome_files_written_total",
+            "counter",
+            "Auction-log files written to the log store.",
+        ),
+        (
+            "outcome_write_failures",
+            "bidfilter_outcome_write_failures_total",
+            "counter",
+            "Failed writes to the log store (the records are kept and written again).",
+        ),
+        (
+            "outcome_records_lost",
+            "bidfilter_outcome_records_lost_total",
+            "counter",
+            "Accepted records never written: the log store still failed at shutdown.",
+        ),
+        (
+            "decision_log_bytes",
+            "bidfilter_decision_log_bytes",
+            "gauge",
+            "Memory the decision log holds: decisions waiting and records not yet written.",
+        ),
     ):
         metric(name, kind, help_text)
         lines.append(f"{name} {gauge_value(totals, gauge):.0f}")

@@ -21,6 +21,7 @@ from bidfilter.logs import (
     auction_batch,
     iter_log_batches,
     logged_partners,
+    read_jsonl,
 )
 
 # The schema as it was before the log could say what was sent.
@@ -262,3 +263,29 @@ def test_an_unsent_entry_may_have_had_no_chance_at_all() -> None:
         propensity=np.array([1.0, 0.0]),
     )
     assert batch.column("partners").flatten().field("propensity").to_pylist() == [1.0, 0.0]
+
+
+def test_sample_rate_defaults_to_one_and_is_checked(tmp_path: Path) -> None:
+    write_old(tmp_path, DAY_1, "old")
+    [row] = rows_of(tmp_path)
+    assert row["sample_rate"] == 1.0
+    line = json.dumps({"ts": DAY_1, "request": {"id": "r"}, "sample_rate": 0.25, "partners": []})
+    [batch] = read_jsonl([line])
+    assert batch.column("sample_rate").to_pylist() == [0.25]
+    for bad in (0, 1.5, "x", True):
+        line = json.dumps({"ts": DAY_1, "request": {"id": "r"}, "sample_rate": bad, "partners": []})
+        with pytest.raises(LogFormatError) as refused:
+            list(read_jsonl([line]))
+        assert refused.value.field == "line 1: sample_rate"
+    with pytest.raises(LogFormatError) as refused:
+        auction_batch(
+            np.array([DAY_1]),
+            ["r"],
+            ["{}"],
+            np.array([0, 0]),
+            [],
+            np.array([], dtype=bool),
+            np.array([]),
+            sample_rate=np.array([0.0]),
+        )
+    assert refused.value.field == "sample_rate"

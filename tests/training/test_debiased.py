@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from filtered_logs import as_filtered
 
@@ -134,3 +135,26 @@ def test_train_reports_estimates_and_leaves_the_unexplored_partner_unfiltered(
     # The control group's requests called everyone: its figures need no weights.
     assert report["control"] is not None and "estimate" not in report["control"]
     assert report["control"]["calls"] < test["calls"]
+
+
+def test_records_weigh_their_sample_rate_relative_to_the_window(tmp_path: Path) -> None:
+    """A day logged at rate 0.25 beside days logged at 1: its rows stand for four each; logs
+    all sampled alike keep weight 1."""
+    full = tmp_path / "full"
+    generate(full, requests=3000, partners=3, seed=5, days=4)
+    mixed = tmp_path / "mixed"
+    with AuctionLogWriter(mixed) as writer:
+        for batch in iter_log_batches(full):
+            day = batch.column("ts").cast("int64").to_numpy() // 86_400_000
+            rates = np.where(day % 2 == 0, 0.25, 1.0)
+            writer.write(batch.set_column(5, "sample_rate", pa.array(rates)))
+    unweighted = DatasetConfig(negative_rate=1.0, recency_half_life_days=None)
+    data = build_dataset(mixed, unweighted)
+    assert data.train.weights is not None
+    day = data.train.ts // 86_400_000
+    np.testing.assert_allclose(data.train.weights, np.where(day % 2 == 0, 4.0, 1.0))
+    uniform = tmp_path / "uniform"
+    with AuctionLogWriter(uniform) as writer:
+        for batch in iter_log_batches(full):
+            writer.write(batch.set_column(5, "sample_rate", pa.array(np.full(len(batch), 0.1))))
+    assert build_dataset(uniform, unweighted).train.weights is None

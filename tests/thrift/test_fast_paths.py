@@ -33,9 +33,10 @@ PAIRS = [
 
 
 def outcome(read: Callable[[bytes, int, int], Any], data: bytes) -> object:
-    """What ``read`` makes of ``data``: its value and end, or its error, compared in full."""
+    """What ``read`` makes of ``data``: its value and end, or its error, compared in full. As
+    its repr: a mutated double may decode to a NaN, which no value equals, not even itself."""
     try:
-        return read(data, 0, MAX_DEPTH)
+        return repr(read(data, 0, MAX_DEPTH))
     except IncompleteMessage as incomplete:
         return (IncompleteMessage, incomplete.needed, incomplete.field)
     except Exception as error:  # any outcome is compared: its type, field and text
@@ -71,7 +72,7 @@ def mutations() -> st.SearchStrategy[Callable[[bytes], bytes]]:
 def test_filter_args(fast: Codec, generic: Codec, request: FilterRequest, mutate: Any) -> None:
     data = encode_with(fast.args_writers["filter"], request)
     assert data == encode_with(generic.args_writers["filter"], request)
-    assert outcome(fast.args_readers["filter"], data) == (request, len(data))
+    assert fast.args_readers["filter"](data, 0, MAX_DEPTH) == (request, len(data))
     changed = mutate(data)
     assert outcome(fast.args_readers["filter"], changed) == outcome(
         generic.args_readers["filter"], changed
@@ -85,7 +86,7 @@ def test_filter_response(
 ) -> None:
     data = encode_with(fast.write_filter_response, response)
     assert data == encode_with(generic.write_filter_response, response)
-    assert outcome(fast.read_filter_response, data) == (response, len(data))
+    assert fast.read_filter_response(data, 0, MAX_DEPTH) == (response, len(data))
     changed = mutate(data)
     assert outcome(fast.read_filter_response, changed) == outcome(
         generic.read_filter_response, changed
@@ -105,14 +106,14 @@ def test_model_info(fast: Codec, generic: Codec, info: ModelInfo, mutate: Any) -
 def test_samples(fast: Codec, generic: Codec) -> None:
     for request in REQUESTS.values():
         data = encode_with(generic.args_writers["filter"], request)
-        assert outcome(fast.args_readers["filter"], data) == (request, len(data))
+        assert fast.args_readers["filter"](data, 0, MAX_DEPTH) == (request, len(data))
     for response in RESPONSES.values():
         data = encode_with(generic.result_writers["filter"], response)
         assert data == encode_with(fast.result_writers["filter"], response)
-        assert outcome(fast.result_readers["filter"], data) == (response, len(data))
+        assert fast.result_readers["filter"](data, 0, MAX_DEPTH) == (response, len(data))
     for info in MODEL_INFOS.values():
         data = encode_with(generic.write_model_info, info)
-        assert outcome(fast.read_model_info, data) == (info, len(data))
+        assert fast.read_model_info(data, 0, MAX_DEPTH) == (info, len(data))
 
 
 @pytest.mark.parametrize(("fast", "generic"), PAIRS)
@@ -120,11 +121,11 @@ def test_long_names_and_lists_are_handed_back(fast: Codec, generic: Codec) -> No
     """Past the compact fast paths' one-byte lengths: the generic reader's, same answer."""
     request = FilterRequest(b"{}", ["x" * 200, *"abcdefghijklmnopqrst"], 7)
     data = encode_with(generic.args_writers["filter"], request)
-    assert outcome(fast.args_readers["filter"], data) == (request, len(data))
+    assert fast.args_readers["filter"](data, 0, MAX_DEPTH) == (request, len(data))
     response = RESPONSES["scored"]
     long_partner = response.decisions[0].__class__("p" * 300, 0.5, True, False, 0.1)
     response = FilterResponse(
         response.request_id, [long_partner, *response.decisions], "v", response.outcome
     )
     data = encode_with(generic.write_filter_response, response)
-    assert outcome(fast.read_filter_response, data) == (response, len(data))
+    assert fast.read_filter_response(data, 0, MAX_DEPTH) == (response, len(data))

@@ -23,6 +23,7 @@ from thrift_official import (
 )
 from thrift_samples import (
     MODEL_INFOS,
+    OUTCOMES,
     REQUESTS,
     RESPONSES,
     filter_requests,
@@ -36,6 +37,7 @@ from bidfilter.thrift import (
     CallEncoder,
     FilterRequest,
     InvalidRequest,
+    OutcomeReceipt,
     Protocol,
     RejectedCall,
     RemoteApplicationError,
@@ -57,6 +59,8 @@ from bidfilter.thrift import (
     encode_ping_call,
     encode_ping_reply,
     encode_rejection,
+    encode_report_outcomes_call,
+    encode_report_outcomes_reply,
 )
 from bidfilter.thrift.codec import encode_with
 from bidfilter.thrift.messages import CODECS
@@ -144,6 +148,8 @@ def _reply_of(
         args = (official.request(REQUESTS["minimal"]),)
     elif method == "filter_batch":
         args = ([official.request(REQUESTS["minimal"])],)
+    elif method == "report_outcomes":
+        args = ([],)
     call = official_call(official, protocol, method, seqid, *args, accelerated=accelerated)
     return official_reply(official, protocol, call, outcome, accelerated=accelerated)
 
@@ -224,6 +230,36 @@ def test_model_info_reply(
     assert decode_reply(expected, protocol).model_info() == info
     received = official_receive(official, protocol, "model_info", ours, accelerated=accelerated)
     assert received == official.model_info(info)
+
+
+@accelerated
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("name", OUTCOMES)
+def test_report_outcomes_call_and_reply(
+    official: Official, protocol: Protocol, name: str, accelerated: bool
+) -> None:
+    outcomes = OUTCOMES[name]
+    expected = official_call(
+        official,
+        protocol,
+        "report_outcomes",
+        5,
+        official.outcomes(outcomes),
+        accelerated=accelerated,
+    )
+    assert encode_report_outcomes_call(protocol, 5, outcomes) == expected
+    assert decode_call(expected, protocol) == Call("report_outcomes", 5, outcomes)
+    receipt = OutcomeReceipt(accepted=len(outcomes), unknown=2, duplicate=1)
+    reply = _reply_of(
+        official, protocol, "report_outcomes", 5, official.receipt(receipt), accelerated
+    )
+    ours = encode_report_outcomes_reply(protocol, 5, receipt)
+    assert ours == reply
+    assert decode_reply(reply, protocol).outcome_receipt() == receipt
+    received = official_receive(
+        official, protocol, "report_outcomes", ours, accelerated=accelerated
+    )
+    assert received == official.receipt(receipt)
 
 
 @accelerated

@@ -18,10 +18,12 @@ from thrift.protocol.TProtocol import TProtocolBase
 from thrift.transport.TTransport import TFramedTransport, TMemoryBuffer, TTransportBase
 
 from bidfilter.thrift import (
+    AuctionOutcome,
     FilterRequest,
     FilterResponse,
     InvalidRequest,
     ModelInfo,
+    OutcomeReceipt,
     Protocol,
 )
 
@@ -63,7 +65,25 @@ class Official:
             value.server_us,
             value.error,
             value.control,
+            value.logged,
         )
+
+    def outcomes(self, values: list[AuctionOutcome]) -> list[Any]:
+        return [
+            self.ttypes.AuctionOutcome(
+                o.request_id,
+                [
+                    self.ttypes.PartnerOutcome(
+                        p.partner, p.called, p.bid, p.price, p.timed_out, p.error
+                    )
+                    for p in o.partners
+                ],
+            )
+            for o in values
+        ]
+
+    def receipt(self, value: OutcomeReceipt) -> Any:
+        return self.ttypes.OutcomeReceipt(value.accepted, value.unknown, value.duplicate)
 
     def model_info(self, value: ModelInfo) -> Any:
         return self.ttypes.ModelInfo(
@@ -131,7 +151,7 @@ class Handler:
             raise self.outcome
         return self.outcome
 
-    filter = filter_batch = model_info = ping = _answer
+    filter = filter_batch = model_info = ping = report_outcomes = _answer
 
 
 def official_reply(

@@ -7,11 +7,13 @@ from typing import Any
 from hypothesis import strategies as st
 
 from bidfilter.thrift import (
+    AuctionOutcome,
     FilterRequest,
     FilterResponse,
     ModelInfo,
     Outcome,
     PartnerDecision,
+    PartnerOutcome,
 )
 
 # -- sample values ---------------------------------------------------------------------------
@@ -73,6 +75,30 @@ RESPONSES = {
     ),
     "control false, error": make_response(2, control=False, error="x", server_us=None),
     "control, no server_us": make_response(1, control=True, server_us=None),
+    "logged": make_response(4, logged=True),
+    "control, logged false, no server_us": make_response(
+        2, control=True, logged=False, server_us=None
+    ),
+}
+
+OUTCOMES = {
+    "none": [],
+    "one, every field": [
+        AuctionOutcome(
+            "req-1",
+            [
+                PartnerOutcome("dsp-01", True, True, 2.5),
+                PartnerOutcome("dsp-02", True, False),
+                PartnerOutcome("dsp-03", False),
+                PartnerOutcome("dsp-04", True, timed_out=True),
+                PartnerOutcome("dsp-05", True, error=True, bid=False, price=0.0),
+            ],
+        )
+    ],
+    "many": [
+        AuctionOutcome(f"r{i}", [PartnerOutcome(f"dsp-{j}", j % 2 == 0) for j in range(i % 4)])
+        for i in range(20)
+    ],
 }
 
 MODEL_INFOS = {
@@ -113,6 +139,7 @@ filter_responses = st.builds(
     server_us=st.none() | i64s,
     error=st.none() | texts,
     control=st.none() | st.booleans(),
+    logged=st.none() | st.booleans(),
 )
 model_infos = st.builds(
     ModelInfo,

@@ -590,7 +590,11 @@ def add_learning_commands(commands: Commands) -> None:
         "Train on the latest window of logs and promote the new version only if it is not worse"
         " than the serving one on the newest logged traffic (docs/learning.md).",
     )
-    retrain.add_argument("--logs", default=DEFAULT_LOGS, help="auction-log directory")
+    retrain.add_argument(
+        "--logs",
+        default=DEFAULT_LOGS,
+        help="auction-log directory, or s3://BUCKET/PREFIX (where serve --outcome-log writes)",
+    )
     _add_store_flags(retrain)
     retrain.add_argument("--window-days", type=int, default=7, help="days of logs to train on")
     retrain.add_argument("--target-recall", type=float, default=_TRAIN.target_recall)
@@ -664,7 +668,7 @@ def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
     while True:
         result = retrain(
             args.logs, store, window_days=args.window_days, config=config, policy=policy,
-            counts=counts,
+            counts=counts, endpoint_url=settings.s3_endpoint_url,
         )  # fmt: skip
         runs += 1
         if args.metrics_file:
@@ -790,6 +794,22 @@ def add_replay_commands(commands: Commands) -> None:
     )
     simulate.add_argument("--limit", type=int, help="only the first N logged auctions")
     simulate.add_argument("--png", default="simulation.png", help="plot file")
+    simulate.add_argument(
+        "--qps-cap-share",
+        type=_cap_share,
+        metavar="S",
+        help="also cap each partner at share S (0 < S <= 1) of its unfiltered calls per second,"
+        " value-ranked and by random dropping (docs/client.md)",
+    )
+    simulate.add_argument(
+        "--replay-rate",
+        type=_replay_rate,
+        default=1000.0,
+        metavar="R",
+        help="with --qps-cap-share: requests per simulated second (the logged clock scaled to"
+        " this mean rate), or 'logged' for the logged clock",
+    )
+    simulate.add_argument("--seed", type=int, default=0, help="random throttling's seed")
 
 
 def _add_target_flags(parser: argparse.ArgumentParser) -> None:
@@ -818,6 +838,30 @@ def _add_target_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tls-key", type=Path, metavar="PEM", help="private key of --tls-cert, if apart"
     )
+
+
+def _cap_share(value: str) -> float:
+    try:
+        share = float(value)
+    except ValueError:
+        share = float("nan")
+    if not 0 < share <= 1:
+        raise argparse.ArgumentTypeError(f"expects a share in (0, 1], got {value!r}")
+    return share
+
+
+def _replay_rate(value: str) -> float | None:
+    if value == "logged":
+        return None
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = float("nan")
+    if not 0 < rate < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"expects requests per second > 0 or 'logged', got {value!r}"
+        )
+    return rate
 
 
 def _replay_target(args: argparse.Namespace) -> dict[str, Any]:
@@ -864,7 +908,14 @@ def cmd_loadgen(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from bidfilter.replay import simulate
 
-    report = simulate(**_replay_target(args), auction=args.auction, limit=args.limit)
+    report = simulate(
+        **_replay_target(args),
+        auction=args.auction,
+        limit=args.limit,
+        qps_cap_share=args.qps_cap_share,
+        replay_rate=args.replay_rate,
+        seed=args.seed,
+    )
     if args.png:
         # Imported here: matplotlib takes most of a second to import, and is needed for this only.
         from bidfilter.replay.simulation_plot import plot_simulation

@@ -32,6 +32,7 @@ from typing import Any
 from bidfilter.artifact import ModelStore
 from bidfilter.learning.evidence import Evidence, Figures
 from bidfilter.logs import log_files
+from bidfilter.logs.remote import download_latest_partitions, is_remote
 from bidfilter.scoring import ServingModel
 from bidfilter.training.config import TrainConfig
 from bidfilter.training.dataset import ExtractedCache
@@ -221,16 +222,24 @@ def retrain(
     counts: PromotionCounts | None = None,
     on_stage: Callable[[str], None] | None = None,
     extracted: ExtractedCache | None = None,
+    endpoint_url: str | None = None,
 ) -> TrainResult:
-    """Train on the latest ``window_days`` of ``logs`` and publish, promoting only if the
-    candidate passes :func:`judge` against the serving version."""
+    """Train on the latest ``window_days`` of ``logs`` (a directory, or ``s3://BUCKET/PREFIX``
+    where a server's outcome log writes: those partitions are downloaded, ``endpoint_url``
+    naming a non-AWS S3) and publish, promoting only if the candidate passes :func:`judge`
+    against the serving version."""
     if window_days < 1:
         raise ValueError(f"window_days must be at least 1, not {window_days}")
     config = config or TrainConfig()
     policy = policy or PromotionPolicy(target_recall=config.target_recall)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bidfilter-retrain-") as scratch:
-        window = latest_window(logs, window_days, Path(scratch) / "window")
+        into = Path(scratch) / "window"
+        window = (
+            download_latest_partitions(str(logs), window_days, into, endpoint_url=endpoint_url)
+            if is_remote(str(logs))
+            else latest_window(logs, window_days, into)
+        )
         gate = promotion_gate(
             store, window, policy, config.dataset.min_propensity, Path(scratch) / "cache", counts
         )

@@ -4,7 +4,8 @@
   ``LoadReport`` (latencies in a ``LatencyHistogram``);
 - ``simulate``: the SSP's auctions with and without the filter, into a ``SimulationReport``,
   which ``simulation_plot.plot_simulation`` draws (not imported here: matplotlib takes most of
-  a second to import, and the load generator's spawned processes import this package);
+  a second to import, and the load generator's spawned processes import this package); with
+  ``qps_cap_share``, also under per-partner QPS caps (``qps_caps``);
 - ``read_logged_auctions``: the logged requests and bids both replay, as ``LoggedAuction``;
 - ``clearing_price``, ``floor_of``: how the simulator settles an auction (``auction``).
 

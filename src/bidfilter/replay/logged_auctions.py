@@ -1,8 +1,9 @@
 """Logged auctions to replay: each request's OpenRTB bytes and what each partner did with it.
 
 The load generator and the auction simulator both replay the auction logs
-(``bidfilter.logs``): the request as the SSP built it, and per logged partner whether it bid
-and at what price. Only the ``request`` and ``partners`` columns are read. A partner the logged
+(``bidfilter.logs``): the request as the SSP built it, when it came (the simulator's QPS caps
+replay in time order), and per logged partner whether it bid and at what price. Only the
+``ts``, ``request`` and ``partners`` columns are read. A partner the logged
 SSP did not call (``sent`` false) is left out of the replayed auction: what it would have done
 is unknown, and replaying it as a no-bid would credit the filter for dropping it.
 """
@@ -12,17 +13,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+
 from bidfilter.logs import LogFormatError, iter_log_batches
 
 
 @dataclass(frozen=True, slots=True)
 class LoggedAuction:
-    """One logged bid request: ``partners[i]`` bid (``bids[i]``) at ``prices[i]`` CPM."""
+    """One logged bid request: ``partners[i]`` bid (``bids[i]``) at ``prices[i]`` CPM; it came
+    at ``ts_ms`` (epoch milliseconds, UTC)."""
 
     openrtb: bytes
     partners: tuple[str, ...]
     bids: tuple[bool, ...]
     prices: tuple[float, ...]
+    ts_ms: int = 0
     bidders: frozenset[str] = field(init=False)
     """The partners that bid (a set, for the load generator's per-decision lookups)."""
 
@@ -44,9 +49,11 @@ def read_logged_auctions(
         raise ValueError(f"limit must be at least 1, not {limit}")
     auctions: list[LoggedAuction] = []
     batch_size = min(limit, 65_536) if limit is not None else 65_536
-    for batch in iter_log_batches(logs, columns=["request", "partners"], batch_size=batch_size):
-        requests = batch.column(0).to_pylist()
-        partner_lists = batch.column(1)
+    columns = ["ts", "request", "partners"]
+    for batch in iter_log_batches(logs, columns=columns, batch_size=batch_size):
+        times = batch.column(0).cast(pa.int64()).to_pylist()
+        requests = batch.column(1).to_pylist()
+        partner_lists = batch.column(2)
         offsets = partner_lists.offsets.to_pylist()
         base = offsets[0]
         outcomes = partner_lists.flatten()  # honours a sliced array's offset
@@ -63,6 +70,7 @@ def read_logged_auctions(
                     tuple(names[i] for i in known),
                     tuple(bids[i] for i in known),
                     tuple(prices[i] for i in known),
+                    times[row],
                 )
             )
             if limit is not None and len(auctions) >= limit:

@@ -86,3 +86,17 @@ def test_settings_are_checked() -> None:
         LoopConfig(policies=("clever",))
     with pytest.raises(ValueError, match="days"):
         LoopConfig(days=2)
+    with pytest.raises(ValueError, match="recall_confidence_z"):
+        LoopConfig(recall_confidence_z=-1)
+    with pytest.raises(ValueError, match="sparse_exploration"):
+        LoopConfig(sparse_exploration=1.5)
+
+
+def test_the_loop_trains_with_its_documented_settings() -> None:
+    config = LoopConfig(recall_confidence_z=1.0, early_stopping_rounds=4)
+    train = config.train_config()
+    assert train.recall_confidence_z == 1.0
+    assert train.model.early_stopping_rounds == 4
+    assert train.model.early_stopping_rows == config.early_stopping_rows
+    assert train.dataset.recency_half_life_days == config.recency_half_life_days
+    assert not train.plots

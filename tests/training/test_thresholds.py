@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from bidfilter.training.config import MIN_BIDS_TO_FILTER
 from bidfilter.training.thresholds import (
+    confident_target,
     partner_thresholds,
     recall_threshold,
     smoothed_threshold,
@@ -81,3 +82,38 @@ def test_too_few_bids_are_not_filtered_and_sparse_partners_are_smoothed() -> Non
     assert smoothed["busy"] == pytest.approx(smoothed_threshold(scores[50:], 0.99))
     assert smoothed["busy"] != result["busy"]
     assert smoothed["sparse"] == result["sparse"]
+
+
+def test_a_confident_target_is_stricter_the_fewer_the_effective_bids() -> None:
+    assert confident_target(0.99, 500.0, 0.0) == 0.99
+    many, few = confident_target(0.99, 10_000.0, 1.28), confident_target(0.99, 400.0, 1.28)
+    assert 0.99 < many < few < 1.0
+    # One standard error at 10,000 bids: sqrt(0.99 * 0.01 / 10,000) ~ 0.000995.
+    assert many == pytest.approx(1 - (0.01 - 1.28 * 0.000995), abs=1e-5)
+    # So few that the bound leaves no miss allowed: keep every validation bid.
+    assert confident_target(0.99, 50.0, 1.28) == 1.0
+
+
+def test_thresholds_on_a_confidence_bound_keep_more_where_exploration_is_thin() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0, 1, 4000)
+    partner_codes = np.repeat([0, 1], 2000).astype(np.int32)
+    bids = np.ones(4000, dtype=bool)
+    # Partner a's bids all seen (weight 1); partner b's seen through 5% exploration (weight 20):
+    # same scores, same point estimate, a twentieth of the effective count.
+    weights = np.where(partner_codes == 0, 1.0, 20.0)
+    weights[2000::2] = 1.0  # b: half its bids at propensity 1, half explored
+    plain = partner_thresholds(scores, bids, partner_codes, ["a", "b"], 0.99, weights=weights)
+    bound = partner_thresholds(
+        scores, bids, partner_codes, ["a", "b"], 0.99, weights=weights, confidence_z=1.28
+    )
+    assert bound["a"] < plain["a"] and bound["b"] < plain["b"]
+    # b's bound, on fewer effective bids, gives up more of its threshold than a's.
+    assert plain["b"] - bound["b"] > plain["a"] - bound["a"]
+
+
+def test_a_negative_confidence_z_is_refused() -> None:
+    from bidfilter.training.config import TrainConfig
+
+    with pytest.raises(ValueError, match="recall_confidence_z"):
+        TrainConfig(recall_confidence_z=-0.5)

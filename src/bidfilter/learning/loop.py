@@ -59,6 +59,9 @@ class LoopConfig:
     window_days: int = 5
     # Serving, the same for every policy: what they differ in is what their training sees.
     exploration: float = 0.05
+    # A partner the serving version's report calls sparse (few effective validation bids) is
+    # explored at least this much: where the logs say least, they are made to say more.
+    sparse_exploration: float = 0.15
     control_share: float = 0.02
     target_recall: float = 0.99
     policies: tuple[str, ...] = POLICIES
@@ -67,12 +70,20 @@ class LoopConfig:
     # that a partner that changed weighs by its new behaviour within days.
     trees: int = 60
     learning_rate: float = 0.3
+    early_stopping_rounds: int = 5
+    early_stopping_rows: int = 100_000
+    # XGBoost threads per retraining. One: the boosters are small, and on a shared machine two
+    # OpenMP threads waiting on each other's barriers were 8 times slower than one (measured).
+    threads: int = 1
     recency_half_life_days: float = 2.0
+    # Thresholds keep the target on a lower confidence bound of each partner's recall, this many
+    # standard errors down (training/thresholds.py: confident_target).
+    recall_confidence_z: float = 1.28
     retarget_day: float | None = None  # default: half-way
     join_day: float | None = None  # default: a third of the way
 
     def __post_init__(self) -> None:
-        for name in ("days", "requests_per_day", "partners", "window_days", "trees"):
+        for name in ("days", "requests_per_day", "partners", "window_days", "trees", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.days < 3:
@@ -82,7 +93,9 @@ class LoopConfig:
         unknown = sorted(set(self.policies) - set(POLICIES))
         if unknown:
             raise ValueError(f"policies: {unknown[0]!r} is none of {', '.join(POLICIES)}")
-        for name in ("exploration", "control_share", "target_recall"):
+        if self.recall_confidence_z < 0:
+            raise ValueError(f"recall_confidence_z must be >= 0, not {self.recall_confidence_z}")
+        for name in ("exploration", "sparse_exploration", "control_share", "target_recall"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], not {getattr(self, name)}")
 
@@ -96,8 +109,16 @@ class LoopConfig:
     def train_config(self) -> TrainConfig:
         return TrainConfig(
             dataset=DatasetConfig(recency_half_life_days=self.recency_half_life_days),
-            model=ModelConfig(trees=self.trees, learning_rate=self.learning_rate, seed=self.seed),
+            model=ModelConfig(
+                trees=self.trees,
+                learning_rate=self.learning_rate,
+                early_stopping_rounds=self.early_stopping_rounds,
+                early_stopping_rows=self.early_stopping_rows,
+                threads=self.threads,
+                seed=self.seed,
+            ),
             target_recall=self.target_recall,
+            recall_confidence_z=self.recall_confidence_z,
             plots=False,
         )
 
@@ -172,7 +193,7 @@ def _serve(
     control = np.zeros(len(day.requests), dtype=bool)
     if model is None:
         return sent, propensity, control  # no version yet: everything goes out
-    exploration = Exploration(rate=config.exploration)
+    exploration = Exploration(rate=config.exploration, sparse_partner=config.sparse_exploration)
     for i, request in enumerate(day.requests):
         start, end = int(day.offsets[i]), int(day.offsets[i + 1])
         verdict = decide(
@@ -331,10 +352,12 @@ def run_loop(
                     "promotion_reason": promotion_record.get("reason"),
                 }
             )
+            retargeted = figures["watched"].get("retargeted", {}).get("bid_recall", float("nan"))
             step(
                 f"day {day.index:2d} {policy.name:>16}: recall {figures['bid_recall']:.4f},"
                 f" savings {figures['call_savings']:.4f} (oracle"
-                f" {figures['oracle_call_savings']:.4f});"
+                f" {figures['oracle_call_savings']:.4f}),"
+                f" {watched['retargeted']} recall {retargeted:.4f};"
                 f" {'promoted' if trained.promoted else 'kept'} after retraining"
             )
     return {

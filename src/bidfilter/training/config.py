@@ -119,10 +119,17 @@ class TrainConfig:
     # calls before it is filtered again: with fewer, its bids among the calls not made cannot be
     # estimated, and it is sent everything (the report says so).
     min_explored_calls: int = 200
+    # Each partner's threshold keeps its target recall on a lower confidence bound, this many
+    # standard errors under the (weighted) estimate, the error from the partner's effective
+    # (Kish) count of validation bids (thresholds.confident_target): thin exploration data,
+    # a more cautious threshold. 0: on the estimate itself.
+    recall_confidence_z: float = 0.0
     # The PNGs beside report.json; a simulation that retrains daily goes without them.
     plots: bool = True
 
     def __post_init__(self) -> None:
+        if self.recall_confidence_z < 0:
+            raise ValueError(f"recall_confidence_z must be >= 0, not {self.recall_confidence_z}")
         for partner, recall in {"*": self.target_recall, **self.partner_recall}.items():
             if not 0 < recall <= 1:
                 raise ValueError(f"target recall for {partner} must be in (0, 1], not {recall}")

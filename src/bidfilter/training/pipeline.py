@@ -353,6 +353,7 @@ def publish_trained(
         smoothed=config.smoothed_thresholds,
         weights=valid.weights,
         unfiltered=unexplored,
+        confidence_z=config.recall_confidence_z,
     )
     report = _report(data, model, config, thresholds, valid, test, signals, unexplored)
     metrics = report["test"]

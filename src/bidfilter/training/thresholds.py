@@ -74,6 +74,20 @@ def smoothed_threshold(
     return float(np.diff(edges) @ ordered)
 
 
+def confident_target(target_recall: float, size: float, z: float) -> float:
+    """The recall to aim the threshold at so that the target holds at ``z`` standard errors.
+
+    A threshold kept at the point estimate of the recall misses the target about half the time,
+    and by more the noisier the estimate: with ``size`` (effective, Kish) bids, the share of
+    bids under the threshold has a standard error of about sqrt(r (1 - r) / size). The allowed
+    share of missed bids shrinks by ``z`` of those (never below 0: keep every validation bid).
+    ``z`` 0: the target itself."""
+    if z <= 0 or size <= 0:
+        return target_recall
+    allowed = (1.0 - target_recall) - z * math.sqrt(target_recall * (1 - target_recall) / size)
+    return 1.0 - max(allowed, 0.0)
+
+
 def partner_thresholds(
     scores: np.ndarray,
     bids: np.ndarray,
@@ -85,6 +99,7 @@ def partner_thresholds(
     smoothed: bool = False,
     weights: np.ndarray | None = None,
     unfiltered: Collection[str] = (),
+    confidence_z: float = 0.0,
 ) -> dict[str, float]:
     """One threshold per partner from validation rows; ``overrides`` maps partner -> recall.
 
@@ -92,7 +107,9 @@ def partner_thresholds(
     than ``min_bids`` (effective) validation bids; the others :func:`recall_threshold`. Rows
     weigh ``weights`` (inverse propensities) if given; a partner whose bids' effective count is
     under :data:`MIN_BIDS_TO_FILTER` (too little exploration to estimate it) is not filtered,
-    nor is any partner in ``unfiltered`` (threshold 0).
+    nor is any partner in ``unfiltered`` (threshold 0). With ``confidence_z``, each partner's
+    target is raised by :func:`confident_target` on its effective count of validation bids: the
+    threshold keeps the target on a lower confidence bound of the recall, not its estimate.
     """
     overrides = overrides or {}
     unknown = sorted(set(overrides) - set(partners))
@@ -104,7 +121,7 @@ def partner_thresholds(
         mine = scores[rows]
         weight = None if weights is None else weights[rows]
         size = effective_count(weight, len(mine))
-        target = overrides.get(partner, target_recall)
+        target = confident_target(overrides.get(partner, target_recall), size, confidence_z)
         if size < MIN_BIDS_TO_FILTER or partner in unfiltered:
             thresholds[partner] = 0.0
         elif smoothed or size < min_bids:

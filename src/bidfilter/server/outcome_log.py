@@ -101,7 +101,13 @@ class OutcomeLog:
                 self._writing = asyncio.get_running_loop().create_task(self._write(records))
 
     async def _write(self, records: list[JoinedRecord]) -> None:
-        unwritten = await asyncio.to_thread(self._write_files, records)
+        try:
+            unwritten = await asyncio.to_thread(self._write_files, records)
+        except Exception:  # a bug, not the store: retrying would fail again, so say it loudly
+            log.exception("could not encode %d outcome records; they are lost", len(records))
+            self.metrics.add("outcome_records_lost", len(records))
+            self.decisions.written(records)
+            return
         failed = {id(record) for record in unwritten}
         self.decisions.written([record for record in records if id(record) not in failed])
         if unwritten:

@@ -66,14 +66,8 @@ def _serve_calls(
         try:
             outcome_log = None
             if decision_log:
-                outcome_log = OutcomeLog(
-                    DirectorySink(Path(out)),
-                    board.worker(0),
-                    share=settings.decision_log_share,
-                    wait_s=settings.outcome_wait_s,
-                    flush_s=settings.outcome_flush_s,
-                    max_bytes=int(settings.outcome_buffer_mb * (1 << 20)),
-                    slot=0,
+                outcome_log = OutcomeLog.from_settings(
+                    settings, board.worker(0), 0, DirectorySink(Path(out))
                 )
             service = FilterService(settings, board.worker(0), outcome_log)
             service.swap(model, 1)

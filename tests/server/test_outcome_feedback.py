@@ -230,6 +230,27 @@ def _under_load(
     return accepted, calls
 
 
+def _load_then(
+    server: RunningServer,
+    requests: list[tuple[bytes, list[dict[str, Any]]]],
+    after_s: float,
+    act: Callable[[], object],
+) -> tuple[dict[str, float], int]:
+    """Load the server (as ``_under_load``) and, ``after_s`` into it, ``act`` on it."""
+    stop = threading.Event()
+
+    def fire() -> None:
+        act()
+        stop.set()
+
+    timer = threading.Timer(after_s, fire)
+    timer.start()
+    try:
+        return _under_load(server, requests, after_s + 30, stop)
+    finally:
+        timer.cancel()
+
+
 def test_sigterm_under_load_writes_every_accepted_report(
     start_server: ServerPool,
     trained_store: tuple[Path, str],
@@ -242,20 +263,13 @@ def test_sigterm_under_load_writes_every_accepted_report(
     server = start_server(
         trained_store[0], workers=2, outcome_log=out, decision_log_share=0.2, outcome_flush_s=3600
     )
-    stop = threading.Event()
-    signaller = threading.Timer(
-        LOAD_S, lambda: (server.process.send_signal(signal.SIGTERM), stop.set())
-    )
-    signaller.start()
-    try:
-        accepted, calls = _under_load(server, synth_requests, LOAD_S + 30, stop)
-    finally:
-        signaller.cancel()
+    sigterm = lambda: server.process.send_signal(signal.SIGTERM)  # noqa: E731
+    accepted, calls = _load_then(server, synth_requests, LOAD_S, sigterm)
     assert server.process.wait(60) == 0
     assert calls > 1000 and len(accepted) > 100
     records = _records(out)
     assert set(accepted) <= set(records)  # nothing accepted is lost
-    assert len(records) == len(set(records))
+    assert sum(batch.num_rows for batch in iter_log_batches(out)) == len(records)  # once each
     for path in out.rglob("*"):
         assert path.is_dir() or path.suffix == ".parquet"  # no temporary file left behind
 
@@ -287,15 +301,8 @@ def test_sigkill_loses_at_most_the_flush_interval(
         killed_at.append(time.monotonic())
         for pid in pids:  # the supervisor and its workers at once: nobody gets to write
             os.kill(pid, signal.SIGKILL)
-        stop.set()
 
-    stop = threading.Event()
-    killer = threading.Timer(8.0, kill)
-    killer.start()
-    try:
-        accepted, _ = _under_load(server, synth_requests, 30.0, stop)
-    finally:
-        killer.cancel()
+    accepted, _ = _load_then(server, synth_requests, 8.0, kill)
     server.process.wait(10)
     assert len(accepted) > 50
     records = _records(out)  # every file there is whole: written atomically

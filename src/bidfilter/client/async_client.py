@@ -37,7 +37,7 @@ from bidfilter.client.errors import (
     ClientClosedError,
     unavailable,
 )
-from bidfilter.client.routes import OutcomeRoutes
+from bidfilter.client.routes import OutcomeRoutes, summed
 from bidfilter.thrift import (
     AuctionOutcome,
     CallEncoder,
@@ -285,7 +285,7 @@ class AsyncBidFilterClient:
         connection its ``logged`` response came on (the server process holding its decision);
         the receipts of those calls, summed."""
         encoder = self._encoder
-        total = OutcomeReceipt(accepted=0, unknown=0, duplicate=0)
+        receipts = []
         for connection, group in self._routes.route(outcomes, usable=_usable):
 
             def encode(seqid: int, group: list[AuctionOutcome] = group) -> bytes:
@@ -298,11 +298,8 @@ class AsyncBidFilterClient:
                     reply = await connection.call(encode, "report_outcomes")
                 except AttemptFailedError:  # its process is out of reach: they are unknown
                     reply = await self._call("report_outcomes", encode)
-            receipt = reply.outcome_receipt()
-            total.accepted += receipt.accepted
-            total.unknown += receipt.unknown
-            total.duplicate += receipt.duplicate
-        return total
+            receipts.append(reply.outcome_receipt())
+        return summed(receipts)
 
     async def model_info(self) -> ModelInfo:
         """The model the answering server process serves."""

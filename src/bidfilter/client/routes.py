@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Final, Generic, TypeVar
 
-from bidfilter.thrift import AuctionOutcome, FilterResponse
+from bidfilter.thrift import AuctionOutcome, FilterResponse, OutcomeReceipt
 
 MAX_ROUTES: Final = 100_000
 """Logged request ids remembered at most (the oldest are forgotten first): at the default 5%
@@ -50,3 +50,12 @@ class OutcomeRoutes(Generic[_C]):
             key = 0 if connection is None else id(connection)
             groups.setdefault(key, (connection, []))[1].append(outcome)
         yield from groups.values()
+
+
+def summed(receipts: Sequence[OutcomeReceipt]) -> OutcomeReceipt:
+    """One receipt for the calls an outcome report was split into."""
+    return OutcomeReceipt(
+        accepted=sum(r.accepted for r in receipts),
+        unknown=sum(r.unknown for r in receipts),
+        duplicate=sum(r.duplicate for r in receipts),
+    )

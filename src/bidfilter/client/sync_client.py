@@ -27,7 +27,7 @@ from bidfilter.client.errors import (
     ClientClosedError,
     unavailable,
 )
-from bidfilter.client.routes import OutcomeRoutes
+from bidfilter.client.routes import OutcomeRoutes, summed
 from bidfilter.thrift import (
     AuctionOutcome,
     CallEncoder,
@@ -169,7 +169,7 @@ class BidFilterClient:
         connection its ``logged`` response came on (the server process holding its decision),
         waiting up to ``timeout`` for that connection to be free; the receipts, summed."""
         encoder = self._encoder
-        total = OutcomeReceipt(accepted=0, unknown=0, duplicate=0)
+        receipts = []
         with self._lock:
             groups = list(self._routes.route(outcomes, usable=lambda c: not c.closed))
         for connection, group in groups:
@@ -182,11 +182,8 @@ class BidFilterClient:
                 reply = self._call_with(connection, encode)
             if reply is None:  # no route, or it broke: to any process, where they are unknown
                 reply = self._call("report_outcomes", encode)
-            receipt = reply.outcome_receipt()
-            total.accepted += receipt.accepted
-            total.unknown += receipt.unknown
-            total.duplicate += receipt.duplicate
-        return total
+            receipts.append(reply.outcome_receipt())
+        return summed(receipts)
 
     def model_info(self) -> ModelInfo:
         """The model the answering server process serves."""

@@ -31,8 +31,9 @@ from collections.abc import Sequence
 from typing import Final
 
 from bidfilter.logs.decision_log import DecisionLog, JoinedRecord, Report, encode_records
-from bidfilter.logs.sink import LogSink, LogSinkError
+from bidfilter.logs.sink import LogSink, LogSinkError, open_log_sink
 from bidfilter.server.metrics import WorkerMetrics
+from bidfilter.settings import Settings
 from bidfilter.thrift.types import AuctionOutcome, FilterResponse
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,25 @@ class OutcomeLog:
         self._timer: asyncio.TimerHandle | None = None
         self._writing: asyncio.Task[None] | None = None
         self._published: dict[str, int] = {}
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, metrics: WorkerMetrics, slot: int, sink: LogSink | None = None
+    ) -> OutcomeLog:
+        """The outcome log ``serve``'s settings describe (``sink``: instead of the one
+        ``outcome_log`` names)."""
+        if sink is None:
+            assert settings.outcome_log is not None
+            sink = open_log_sink(settings.outcome_log, endpoint_url=settings.s3_endpoint_url)
+        return cls(
+            sink,
+            metrics,
+            share=settings.decision_log_share,
+            wait_s=settings.outcome_wait_s,
+            flush_s=settings.outcome_flush_s,
+            max_bytes=int(settings.outcome_buffer_mb * (1 << 20)),
+            slot=slot,
+        )
 
     # --- the request path ------------------------------------------------------------------------
 

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from bidfilter.artifact import ArtifactError
 from bidfilter.logging_setup import configure_logging
-from bidfilter.logs.sink import open_log_sink
 from bidfilter.scoring import ServingModel
 from bidfilter.server.connection import ThriftConnection, WorkerState
 from bidfilter.server.control import Beat, Load, Loaded, Ready, Refused, WorkerMessage
@@ -84,15 +83,7 @@ class Worker:
         self.outcome_log = (
             None
             if settings.outcome_log is None
-            else OutcomeLog(
-                open_log_sink(settings.outcome_log, endpoint_url=settings.s3_endpoint_url),
-                self.metrics,
-                share=settings.decision_log_share,
-                wait_s=settings.outcome_wait_s,
-                flush_s=settings.outcome_flush_s,
-                max_bytes=int(settings.outcome_buffer_mb * (1 << 20)),
-                slot=slot,
-            )
+            else OutcomeLog.from_settings(settings, self.metrics, slot)
         )
         self.service = FilterService(settings, self.metrics, self.outcome_log)
         self.dispatcher = Dispatcher(self.service, self.metrics, settings.max_pending_calls)
